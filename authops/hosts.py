@@ -1,0 +1,246 @@
+"""Host targeting: run commands and move files on `local` or over SSH with Fabric.
+
+A host written `local` runs on this machine through Invoke. Any other host
+is a Fabric Connection; its user, port and key come from the host string, the
+env file (SSH_USER, SSH_PORT, SSH_KEY) or the SSH config, in that order.
+Unknown host keys are rejected unless SSH_STRICT_HOST_KEYS=false.
+"""
+
+import io
+import os
+import shlex
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import invoke
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+
+from authops.errors import OpsError
+
+LOCAL = "local"
+CONNECT_TIMEOUT = 10  # seconds for the TCP connect and SSH handshake
+MAX_PARALLEL_HOSTS = 16
+
+T = TypeVar("T")
+
+
+@dataclass
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def error_text(self) -> str:
+        """Return the last line of stderr (else stdout): usually the reason."""
+        for stream in (self.stderr, self.stdout):
+            lines = [line for line in stream.strip().splitlines() if line.strip()]
+            if lines:
+                return lines[-1].strip()
+        return f"exit code {self.exit_code}"
+
+
+class HostUnreachable(OpsError):
+    """The host could not be reached or logged in to."""
+
+
+class Host:
+    """One target host. Use `connect` to make one."""
+
+    def __init__(self, name: str, context: invoke.Context):
+        self.name = name
+        self.context = context
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == LOCAL
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        """Run a shell command and capture its output.
+
+        Pass secrets through `stdin`, never in `command`: command lines show
+        in `ps` on the host. With `check`, a non-zero exit raises OpsError.
+        """
+        try:
+            raw = self.context.run(
+                command,
+                hide=True,
+                warn=True,
+                in_stream=io.StringIO(stdin or ""),
+                timeout=timeout,
+                pty=False,
+            )
+        except CommandTimedOut:
+            raise OpsError(
+                f"{self.name}: command timed out after {timeout} s: {command}"
+            ) from None
+        except (socket.error, paramiko.SSHException, EOFError) as error:
+            raise unreachable(self.name, error) from None
+        result = CommandResult(command, raw.exited, raw.stdout, raw.stderr)
+        if check and not result.ok:
+            raise OpsError(f"{self.name}: `{command}` failed: {result.error_text()}")
+        return result
+
+    def read_file(self, path: str) -> bytes | None:
+        """Return the content of a file on the host, or None if it does not exist."""
+        if self.is_local:
+            try:
+                return Path(path).read_bytes()
+            except FileNotFoundError:
+                return None
+        buffer = io.BytesIO()
+        try:
+            self.context.get(path, local=buffer)
+        except FileNotFoundError:
+            return None
+        except (socket.error, paramiko.SSHException, EOFError) as error:
+            raise unreachable(self.name, error) from None
+        return buffer.getvalue()
+
+    def upload(self, data: bytes, path: str, mode: int = 0o600) -> None:
+        """Write `data` to `path` on the host, created with `mode` before any byte is written."""
+        if self.is_local:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            os.chmod(path, mode)
+            return
+        sftp = self.context.sftp()
+        with sftp.open(path, "wb") as handle:
+            handle.chmod(mode)
+            handle.write(data)
+
+    def write_file(
+        self, path: str, data: bytes, *, mode: int = 0o600, owner: str | None = None
+    ) -> None:
+        """Replace `path` atomically: write a temporary file beside it, then rename it over."""
+        directory, name = os.path.split(path)
+        temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+        self.upload(data, temporary, mode)
+        commands = []
+        if owner:
+            commands.append(f"chown {shlex.quote(owner)} {shlex.quote(temporary)}")
+        commands.append(f"mv -f {shlex.quote(temporary)} {shlex.quote(path)}")
+        result = self.run(" && ".join(commands))
+        if not result.ok:
+            self.run(f"rm -f {shlex.quote(temporary)}")
+            raise OpsError(
+                f"{self.name}: could not install {path}: {result.error_text()}"
+            )
+
+    def close(self) -> None:
+        if isinstance(self.context, Connection):
+            self.context.close()
+
+
+def unreachable(name: str, error: BaseException) -> HostUnreachable:
+    """Translate a connection error into an operator-facing message."""
+    if isinstance(error, paramiko.AuthenticationException):
+        reason = (
+            "SSH authentication failed: check SSH_USER and SSH_KEY, or the SSH config"
+        )
+    elif isinstance(error, paramiko.BadHostKeyException):
+        reason = "the SSH host key changed: verify the host, then update known_hosts"
+    elif isinstance(error, paramiko.SSHException) and "not found in known_hosts" in str(
+        error
+    ):
+        reason = "the SSH host key is unknown: add it with `ssh-keyscan HOST >> ~/.ssh/known_hosts` after checking it"
+    elif isinstance(error, socket.gaierror):
+        reason = "DNS lookup failed: check the host name"
+    elif isinstance(error, (socket.timeout, TimeoutError)):
+        reason = f"connection timed out after {CONNECT_TIMEOUT} s"
+    elif isinstance(
+        error, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)
+    ):
+        reason = "connection refused: is sshd running on that port?"
+    else:
+        reason = str(error) or type(error).__name__
+    return HostUnreachable(f"{name}: unreachable: {reason}")
+
+
+def ssh_config(values: dict[str, str]) -> Config:
+    """Build the Fabric config from the env file's SSH_* keys."""
+    overrides: dict = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "run": {"hide": True, "warn": True},
+    }
+    if values.get("SSH_USER"):
+        overrides["user"] = values["SSH_USER"]
+    if values.get("SSH_PORT"):
+        overrides["port"] = int(values["SSH_PORT"])
+    if values.get("SSH_KEY"):
+        overrides["connect_kwargs"] = {
+            "key_filename": [os.path.expanduser(values["SSH_KEY"])]
+        }
+    return Config(overrides=overrides)
+
+
+def connect(spec: str, values: dict[str, str] | None = None) -> Host:
+    """Return a connected Host for `local` or `[user@]host[:port]`.
+
+    Raises HostUnreachable, naming the host, when SSH fails.
+    """
+    values = values or {}
+    if spec == LOCAL:
+        return Host(LOCAL, invoke.Context())
+    connection = Connection(spec, config=ssh_config(values))
+    client = connection.client
+    client.load_system_host_keys()
+    known_hosts = values.get("SSH_KNOWN_HOSTS")
+    if known_hosts:
+        client.load_host_keys(os.path.expanduser(known_hosts))
+    strict = values.get("SSH_STRICT_HOST_KEYS", "true").lower() != "false"
+    policy = paramiko.RejectPolicy() if strict else paramiko.AutoAddPolicy()
+    # Fabric sets AutoAddPolicy in its constructor; replace it before opening.
+    client.set_missing_host_key_policy(policy)
+    try:
+        connection.open()
+    except (socket.error, paramiko.SSHException, EOFError) as error:
+        raise unreachable(spec, error) from None
+    return Host(spec, connection)
+
+
+def fan_out(
+    specs: list[str],
+    values: dict[str, str],
+    action: Callable[[Host], T],
+    *,
+    parallel: bool = True,
+) -> list[tuple[str, T | None, OpsError | None]]:
+    """Run `action` on every host and return (host, result, error) for each, in input order.
+
+    A host that fails does not stop the others: the caller reports every
+    result, then fails once.
+    """
+
+    def run_one(spec: str) -> tuple[str, T | None, OpsError | None]:
+        host = None
+        try:
+            host = connect(spec, values)
+            return spec, action(host), None
+        except OpsError as error:
+            return spec, None, error
+        finally:
+            if host is not None:
+                host.close()
+
+    if not parallel or len(specs) == 1:
+        return [run_one(spec) for spec in specs]
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_HOSTS, len(specs))) as pool:
+        return list(pool.map(run_one, specs))

@@ -1,0 +1,8 @@
+"""Invoke entry point: assembles one namespace per module of the authops package."""
+
+from invoke import Collection
+
+from authops import env
+
+ns = Collection()
+ns.add_collection(env.ns)
