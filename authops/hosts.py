@@ -10,10 +10,11 @@ import io
 import os
 import shlex
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import invoke
 import paramiko
@@ -90,7 +91,7 @@ class Host:
             raise OpsError(
                 f"{self.name}: command timed out after {timeout} s: {command}"
             ) from None
-        except (socket.error, paramiko.SSHException, EOFError) as error:
+        except (OSError, paramiko.SSHException, EOFError) as error:
             raise unreachable(self.name, error) from None
         result = CommandResult(command, raw.exited, raw.stdout, raw.stderr)
         if check and not result.ok:
@@ -109,7 +110,7 @@ class Host:
             self.context.get(path, local=buffer)
         except FileNotFoundError:
             return None
-        except (socket.error, paramiko.SSHException, EOFError) as error:
+        except (OSError, paramiko.SSHException, EOFError) as error:
             raise unreachable(self.name, error) from None
         return buffer.getvalue()
 
@@ -211,7 +212,7 @@ def connect(spec: str, values: dict[str, str] | None = None) -> Host:
     client.set_missing_host_key_policy(policy)
     try:
         connection.open()
-    except (socket.error, paramiko.SSHException, EOFError) as error:
+    except (OSError, paramiko.SSHException, EOFError) as error:
         raise unreachable(spec, error) from None
     return Host(spec, connection)
 

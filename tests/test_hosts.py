@@ -1,0 +1,84 @@
+"""Host targeting through a real sshd on loopback and on `local`."""
+
+import pytest
+
+from authops import hosts
+from authops.errors import OpsError
+from authops.localsvc import free_port
+
+
+@pytest.fixture
+def remote(sshd):
+    host = hosts.connect(sshd.spec(), sshd.env_values())
+    yield host
+    host.close()
+
+
+def test_same_command_same_result_local_and_remote(remote):
+    local = hosts.connect("local")
+    command = "printf '%s\\n' \"$(id -un)\" && uname -s && echo 'a $b \"c\"'"
+    remote_result = remote.run(command)
+    local_result = local.run(command)
+    assert remote_result.ok
+    assert local_result.ok
+    assert remote_result.stdout == local_result.stdout
+
+
+def test_stdin_reaches_remote_command(remote):
+    result = remote.run(
+        "read -r value; printf '%s' \"$value\" | wc -c", stdin="s3cr$t 'x'\n"
+    )
+    assert result.stdout.strip() == "10"
+
+
+def test_exit_code_and_stderr_kept(remote):
+    result = remote.run("echo oops >&2; exit 3")
+    assert result.exit_code == 3
+    assert result.error_text() == "oops"
+
+
+def test_check_raises_with_reason(remote):
+    with pytest.raises(OpsError, match="oops"):
+        remote.run("echo oops >&2; exit 3", check=True)
+
+
+def test_write_file_is_atomic_and_private(remote, tmp_path):
+    target = tmp_path / "out.pem"
+    remote.write_file(str(target), b"content\n", mode=0o600)
+    assert target.read_bytes() == b"content\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pem"]
+
+
+def test_read_file_missing_returns_none(remote, tmp_path):
+    assert remote.read_file(str(tmp_path / "missing")) is None
+    assert hosts.connect("local").read_file(str(tmp_path / "missing")) is None
+
+
+def test_unreachable_port_named_without_traceback():
+    spec = f"root@127.0.0.1:{free_port()}"
+    with pytest.raises(hosts.HostUnreachable) as caught:
+        hosts.connect(spec)
+    message = str(caught.value)
+    assert spec in message
+    assert "connection refused" in message
+
+
+def test_unknown_host_key_rejected(sshd):
+    values = {"SSH_KEY": str(sshd.client_key), "SSH_STRICT_HOST_KEYS": "true"}
+    with pytest.raises(hosts.HostUnreachable, match="host key"):
+        hosts.connect(sshd.spec(), values)
+
+
+def test_fan_out_reports_every_host(sshd):
+    dead = f"root@127.0.0.1:{free_port()}"
+    results = hosts.fan_out(
+        [sshd.spec(), dead, "local"],
+        sshd.env_values(),
+        lambda h: h.run("echo hi").stdout,
+    )
+    assert [name for name, _, _ in results] == [sshd.spec(), dead, "local"]
+    assert results[0][1] == "hi\n"
+    assert results[1][2] is not None
+    assert dead in str(results[1][2])
+    assert results[2][1] == "hi\n"
