@@ -2,7 +2,8 @@
 
 from invoke import Collection
 
-from authops import env
+from authops import env, hosts
 
 ns = Collection()
 ns.add_collection(env.ns)
+ns.add_collection(hosts.ns)

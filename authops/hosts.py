@@ -10,6 +10,7 @@ import io
 import os
 import shlex
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,9 +20,13 @@ from typing import TypeVar
 import invoke
 import paramiko
 from fabric import Config, Connection
+from invoke import Collection
 from invoke.exceptions import CommandTimedOut
 
+from authops import errors, output
 from authops.errors import OpsError
+from authops.settings import load_settings
+from authops.tasking import ENV_HELP, ops_task
 
 LOCAL = "local"
 CONNECT_TIMEOUT = 10  # seconds for the TCP connect and SSH handshake
@@ -245,3 +250,51 @@ def fan_out(
         return [run_one(spec) for spec in specs]
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_HOSTS, len(specs))) as pool:
         return list(pool.map(run_one, specs))
+
+
+# --- Tasks -----------------------------------------------------------------
+
+MAX_CLOCK_OFFSET = 2.0  # seconds; SAML assertions fail on larger skew
+
+
+def all_host_specs(settings) -> list[str]:
+    """Return every host the env file names for SSH, each once, in file order."""
+    specs = [*settings.managers, *settings.haproxy_hosts, settings.get("NFS_SERVER")]
+    return list(dict.fromkeys(specs))
+
+
+def probe_host(host: Host) -> tuple[str, float]:
+    """Return the host's name and its clock offset from this machine in seconds."""
+    before = time.time()
+    result = host.run("hostname && date -u +%s.%N", check=True)
+    after = time.time()
+    name, remote_time = result.stdout.split()
+    return name, float(remote_time) - (before + after) / 2
+
+
+@ops_task(help={"env": ENV_HELP})
+def check(c, env=None):
+    """Reach every host of the env file and compare its clock with this machine's."""
+    settings = load_settings(env)
+    specs = all_host_specs(settings)
+    output.phase(f"reaching {len(specs)} host(s)")
+    report = errors.Report("hosts.check")
+    for spec, probed, error in fan_out(specs, settings.values, probe_host):
+        if error is not None:
+            report.record(spec, errors.FAILED, str(error).removeprefix(f"{spec}: "))
+            continue
+        name, offset = probed
+        detail = f"hostname {name}, clock offset {offset:+.2f} s"
+        if abs(offset) > MAX_CLOCK_OFFSET:
+            report.record(
+                spec,
+                errors.WARNING,
+                f"{detail}: more than {MAX_CLOCK_OFFSET} s; check NTP on the host",
+            )
+        else:
+            report.record(spec, errors.OK, detail)
+    report.finish()
+
+
+ns = Collection("hosts")
+ns.add_task(check)

@@ -1,10 +1,17 @@
 """Host targeting through a real sshd on loopback and on `local`."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from authops import hosts
 from authops.errors import OpsError
 from authops.localsvc import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -82,3 +89,30 @@ def test_fan_out_reports_every_host(sshd):
     assert results[1][2] is not None
     assert dead in str(results[1][2])
     assert results[2][1] == "hi\n"
+
+
+def test_hosts_check_task_names_unreachable_host(sshd, make_env, env_dir):
+    dead = f"root@127.0.0.1:{free_port()}"
+    ssh = sshd.env_values()
+    make_env(
+        "remote",
+        SWARM_MANAGERS=f"local,{sshd.spec()}",
+        HAPROXY_HOSTS=dead,
+        SSH_KEY=ssh["SSH_KEY"],
+        SSH_KNOWN_HOSTS=ssh["SSH_KNOWN_HOSTS"],
+    )
+    environment = {**os.environ, "OPS_ENV_DIR": str(env_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "hosts.check", "--env", "remote"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "[local] ok" in result.stdout
+    assert f"[{sshd.spec()}] ok" in result.stdout
+    assert f"[{dead}] failed: unreachable: connection refused" in result.stdout
+    assert dead in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
