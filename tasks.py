@@ -2,8 +2,9 @@
 
 from invoke import Collection
 
-from authops import env, hosts
+from authops import env, hosts, nfs
 
 ns = Collection()
 ns.add_collection(env.ns)
 ns.add_collection(hosts.ns)
+ns.add_collection(nfs.ns)

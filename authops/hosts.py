@@ -259,7 +259,7 @@ MAX_CLOCK_OFFSET = 2.0  # seconds; SAML assertions fail on larger skew
 
 def all_host_specs(settings) -> list[str]:
     """Return every host the env file names for SSH, each once, in file order."""
-    specs = [*settings.managers, *settings.haproxy_hosts, settings.get("NFS_SERVER")]
+    specs = [*settings.managers, *settings.haproxy_hosts, settings.nfs_ssh_host]
     return list(dict.fromkeys(specs))
 
 

@@ -45,6 +45,8 @@ KEYS: tuple[Key, ...] = (
     # NFS storage: media, templates and certs are subdirectories of the export.
     Key("NFS_SERVER", "hostname"),
     Key("NFS_EXPORT", "abs-path"),
+    # How to reach the NFS server over SSH, when that differs from NFS_SERVER.
+    Key("NFS_SSH_HOST", "host", required=False, default=""),
     # Mail relay. An empty user name means no SMTP AUTH (an internal relay).
     Key("SMTP_HOST", "hostname"),
     Key("SMTP_PORT", "port"),

@@ -111,6 +111,11 @@ class Settings:
         )
 
     @property
+    def nfs_ssh_host(self) -> str:
+        """Return the host spec that reaches the NFS server over SSH."""
+        return self.values["NFS_SSH_HOST"] or self.values["NFS_SERVER"]
+
+    @property
     def nfs_directories(self) -> dict[str, str]:
         """Return the export's subdirectory for each authentik mount point."""
         export = self.values["NFS_EXPORT"].rstrip("/")

@@ -155,6 +155,12 @@ def _check_host_list(key: Key, value: str) -> list[str]:
     return problems
 
 
+def _check_host(key: Key, value: str) -> list[str]:
+    if "," in value:
+        return [f"{value!r} lists more than one host: give one"]
+    return _check_host_list(key, value)
+
+
 def _check_node_list(key: Key, value: str) -> list[str]:
     problems = []
     names = []
@@ -277,6 +283,7 @@ KIND_CHECKERS = {
     "bool": _check_bool,
     "hostname": _check_hostname,
     "host-list": _check_host_list,
+    "host": _check_host,
     "node-list": _check_node_list,
     "identifier": _check_identifier,
     "stack-name": _check_stack_name,
