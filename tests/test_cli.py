@@ -26,7 +26,9 @@ TASKS = dict(all_tasks())
 def test_task_has_one_line_docstring(name):
     doc = (TASKS[name].__doc__ or "").strip()
     assert doc, f"{name} has no docstring"
-    assert "\n" not in doc.split("\n\n")[0].strip(), f"{name}: first paragraph spans lines"
+    assert "\n" not in doc.split("\n\n")[0].strip(), (
+        f"{name}: first paragraph spans lines"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -44,7 +46,11 @@ def test_every_task_takes_env(name):
 
 def test_list_shows_every_namespace():
     result = subprocess.run(
-        [sys.executable, "-m", "invoke", "--list"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "invoke", "--list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0
     for collection_name in tasks.ns.collections:
