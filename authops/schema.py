@@ -88,6 +88,9 @@ KEYS: tuple[Key, ...] = (
         default="/run/haproxy/admin.sock",
     ),
     Key("HAPROXY_USER", "text", required=False, default="haproxy"),
+    Key("HAPROXY_PIDFILE", "abs-path", required=False, default="/run/haproxy.pid"),
+    # Empty: no plain-HTTP listener. A port: listen there and redirect to HTTPS.
+    Key("HAPROXY_REDIRECT_PORT", "port", required=False, default=""),
     # Database backups on the admin machine.
     Key("BACKUP_DIR", "text", required=False, default="backups"),
     Key("BACKUP_KEEP", "positive-int", required=False, default="7"),
