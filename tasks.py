@@ -2,9 +2,10 @@
 
 from invoke import Collection
 
-from authops import env, hosts, nfs
+from authops import env, hosts, nfs, stack
 
 ns = Collection()
 ns.add_collection(env.ns)
 ns.add_collection(hosts.ns)
 ns.add_collection(nfs.ns)
+ns.add_collection(stack.ns)

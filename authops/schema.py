@@ -73,6 +73,10 @@ KEYS: tuple[Key, ...] = (
     Key("TRUSTED_PROXY_CIDRS", "text", required=False, default=""),
     Key("STACK_OVERRIDE", "text", required=False, default=""),
     Key("DEPLOY_TIMEOUT", "positive-int", required=False, default="600"),
+    # Health check and rolling update timings of the stack, in seconds.
+    Key("HEALTHCHECK_INTERVAL", "positive-int", required=False, default="30"),
+    Key("HEALTHCHECK_START_PERIOD", "positive-int", required=False, default="60"),
+    Key("UPDATE_MONITOR", "positive-int", required=False, default="60"),
     # HAProxy hosts.
     Key(
         "HAPROXY_CONFIG", "abs-path", required=False, default="/etc/haproxy/haproxy.cfg"
