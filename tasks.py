@@ -2,10 +2,11 @@
 
 from invoke import Collection
 
-from authops import env, hosts, nfs, stack
+from authops import env, hosts, nfs, smtp, stack
 
 ns = Collection()
 ns.add_collection(env.ns)
 ns.add_collection(hosts.ns)
 ns.add_collection(nfs.ns)
 ns.add_collection(stack.ns)
+ns.add_collection(smtp.ns)
