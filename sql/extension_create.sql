@@ -1,0 +1,2 @@
+-- Run inside the application database.
+CREATE EXTENSION IF NOT EXISTS "uuid-ossp";

@@ -1,0 +1,2 @@
+-- Create the application role. Placeholder: role.
+CREATE ROLE {role} LOGIN;
