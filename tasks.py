@@ -2,11 +2,12 @@
 
 from invoke import Collection
 
-from authops import env, hosts, nfs, smtp, stack
+from authops import db, env, hosts, nfs, smtp, stack
 
 ns = Collection()
 ns.add_collection(env.ns)
 ns.add_collection(hosts.ns)
 ns.add_collection(nfs.ns)
+ns.add_collection(db.ns)
 ns.add_collection(stack.ns)
 ns.add_collection(smtp.ns)
