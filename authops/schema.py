@@ -56,6 +56,8 @@ KEYS: tuple[Key, ...] = (
     Key("SMTP_USE_SSL", "bool"),
     Key("SMTP_TIMEOUT", "positive-int"),
     Key("SMTP_FROM", "email"),
+    # A CA to trust for the relay besides the system's (a private CA); relative to the checkout.
+    Key("SMTP_CA_FILE", "text", required=False, default=""),
     # Stack shape.
     Key("SERVER_REPLICAS", "positive-int", required=False, default="2"),
     Key("WORKER_REPLICAS", "positive-int", required=False, default="2"),

@@ -111,6 +111,12 @@ class Settings:
         )
 
     @property
+    def smtp_ca_file(self) -> str | None:
+        """Return SMTP_CA_FILE as an absolute path, or None when unset."""
+        value = self.values["SMTP_CA_FILE"]
+        return str(REPO_ROOT / value) if value else None
+
+    @property
     def nfs_ssh_host(self) -> str:
         """Return the host spec that reaches the NFS server over SSH."""
         return self.values["NFS_SSH_HOST"] or self.values["NFS_SERVER"]

@@ -92,7 +92,7 @@ def run_via_authentik(settings: Settings, to: str | None) -> None:
         "to": "Address that receives the test message (not needed with --probe).",
         "via": "direct: SMTP from this machine with the env file's settings (default); authentik: `ak test_email` in a running worker container.",
         "probe": "Stop after authentication and send nothing (direct only).",
-        "ca_file": "PEM file of a CA to trust besides the system's, for a relay with a private CA (direct only).",
+        "ca_file": "PEM file of a CA to trust besides the system's, for a relay with a private CA (direct only; default: SMTP_CA_FILE).",
         "env": ENV_HELP,
     },
 )
@@ -106,7 +106,7 @@ def send_test(c, to=None, via="direct", probe=False, ca_file=None, env=None):
     if via == "authentik":
         run_via_authentik(settings, to)
     else:
-        run_direct(settings, to, probe, ca_file)
+        run_direct(settings, to, probe, ca_file or settings.smtp_ca_file)
 
 
 ns = Collection("smtp")
