@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages, one per program the project runs on this machine:
 # dockerd, the PostgreSQL server and pg_dump, haproxy, sshd, debootstrap
-# (builds the authentik stand-in image), openssl, ip, curl.
-PACKAGES=(docker.io postgresql postgresql-client haproxy openssh-server debootstrap openssl iproute2 curl ca-certificates)
+# (builds the authentik stand-in image), openssl, ip, curl, socat (HAProxy runtime API).
+PACKAGES=(docker.io postgresql postgresql-client haproxy openssh-server debootstrap openssl iproute2 curl ca-certificates socat)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
