@@ -193,6 +193,7 @@ def apply_config(
     host: Host, settings: Settings, text: str, *, dry_run: bool = False
 ) -> Outcome:
     """Install `text` as HAPROXY_CONFIG on the host and reload HAProxy (see module doc)."""
+    # NOTE: nothing serialises two runs against the same host; run one at a time.
     config = settings.get("HAPROXY_CONFIG")
     installed = host.read_file(config)
     if installed == text.encode():

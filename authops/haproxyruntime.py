@@ -177,6 +177,8 @@ def has_systemd(host: Host) -> bool:
 
 def detect(host: Host, settings: Settings) -> Running | None:
     """Return how HAProxy runs on the host, or None if it does not run."""
+    # NOTE: the tests run without systemd, so the systemd branches here and in
+    # start() and send_reload() have not run against a real systemd.
     if has_systemd(host) and host.run("systemctl is-active --quiet haproxy").ok:
         return Running(SYSTEMD, None)
     pid = master_pid(host, settings)

@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +16,7 @@ from authops.haproxycfg import (
 )
 from authops.settings import load_settings
 from tests.support.certificates import issue, make_ca
+from tests.support.haproxylab import REPO
 
 DOMAIN = "sso.example.com"
 
@@ -212,3 +214,16 @@ def test_describe_errors_names_line_and_text():
     assert describe_errors(text, haproxy_output) == (
         "line 2 (`bogus-keyword 1`): unknown keyword 'bogus-keyword' in 'global' section"
     )
+
+
+def test_render_task_prints_config(render, env_dir):
+    expected = render()
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "haproxy.render", "--env", "render"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
