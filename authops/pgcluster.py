@@ -88,6 +88,28 @@ class Cluster:
             self.pg_ctl("stop", "-m", "fast", "-w")
 
 
+HBA_RULES = (
+    "local all all scram-sha-256\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host all all ::1/128 scram-sha-256\n"
+    # The lab's containers connect from docker_gwbridge. Connections from this
+    # machine to its own addresses may leave NAT with the address of another
+    # interface, which `samehost` covers.
+    f"host all all {GWBRIDGE_SUBNET} scram-sha-256\n"
+    "host all all samehost scram-sha-256\n"
+)
+
+
+def write_hba(cluster: Cluster) -> None:
+    """Write the cluster's pg_hba.conf, and reload a running server when it changed."""
+    hba = cluster.data_dir / "pg_hba.conf"
+    if hba.read_text() == HBA_RULES:
+        return
+    hba.write_text(HBA_RULES)
+    if cluster.is_running():
+        cluster.pg_ctl("reload")
+
+
 def create_cluster(
     base_dir: Path, port: int, superuser_password: str, listen: str = "127.0.0.1"
 ) -> Cluster:
@@ -124,13 +146,7 @@ def create_cluster(
             os.unlink(pwfile.name)
         if result.returncode != 0:
             raise OpsError(f"initdb failed in {data_dir}: {result.stderr.strip()}")
-        hba = data_dir / "pg_hba.conf"
-        hba.write_text(
-            "local all all scram-sha-256\n"
-            "host all all 127.0.0.1/32 scram-sha-256\n"
-            "host all all ::1/128 scram-sha-256\n"
-            f"host all all {GWBRIDGE_SUBNET} scram-sha-256\n"
-        )
+    write_hba(cluster)
     cluster.start()
     deadline = time.monotonic() + START_TIMEOUT
     while not cluster.is_running() and time.monotonic() < deadline:
