@@ -9,6 +9,11 @@ from tests.support.envfiles import write_env
 from tests.support.sshd import start_sshd
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run the lab's tests last: lab.down stops the dockerd that other tests share."""
+    items.sort(key=lambda item: item.get_closest_marker("lab") is not None)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real sshd on 127.0.0.1 that accepts root with a throwaway key."""
