@@ -26,6 +26,15 @@ BREAK_LOCK_HELP = (
 )
 
 
+def parse_timeout(timeout: str | None) -> int | None:
+    """Return --timeout as seconds, or None for DEPLOY_TIMEOUT."""
+    if timeout is None:
+        return None
+    if not str(timeout).isdigit() or int(timeout) <= 0:
+        raise OpsError(f"--timeout {timeout!r} is not a positive number of seconds")
+    return int(timeout)
+
+
 @ops_task(help={"env": ENV_HELP})
 def render(c, env=None):
     """Print the stack file exactly as stack.deploy would deploy it."""
@@ -54,13 +63,16 @@ def plan(c, env=None):
         "dry_run": "Run the pre-flight checks and show the plan; create and deploy nothing.",
         "timeout": TIMEOUT_HELP,
         "break_lock": BREAK_LOCK_HELP,
+        "prune": "Also remove running services of the stack that the stack file no longer has.",
     },
 )
-def deploy_task(c, env=None, dry_run=False, timeout=None, break_lock=False):
+def deploy_task(
+    c, env=None, dry_run=False, timeout=None, break_lock=False, prune=False
+):
     """Check, deploy the stack and wait until it converges; exit 1 if it fails or rolls back."""
     settings = load_settings(env)
-    seconds = int(timeout) if timeout else None
-    if not deploy(settings, seconds, dry_run, break_lock):
+    seconds = parse_timeout(timeout)
+    if not deploy(settings, seconds, dry_run, break_lock, prune):
         raise Exit(
             f"error: deploy of {settings.stack_name} failed; see the lines above. "
             f"Check with `invoke stack.status --env {settings.env_name}`.",
@@ -117,7 +129,7 @@ def logs(c, service, env=None, since=None, tail=None):
 def rollback_task(c, env=None, dry_run=False, timeout=None, break_lock=False):
     """Roll every service back to its previous spec and wait until it converges."""
     settings = load_settings(env)
-    seconds = int(timeout) if timeout else None
+    seconds = parse_timeout(timeout)
     if not rollback(settings, seconds, dry_run, break_lock):
         raise Exit(f"error: rollback of {settings.stack_name} failed", code=1)
 

@@ -28,26 +28,36 @@ def current_plan(host: Host, rendered: RenderedStack, stack: str) -> StackPlan:
     return plan_stack(rendered.document, stack, services_of_stack(host, stack))
 
 
-def show_plan(plan: StackPlan) -> None:
+def show_plan(plan: StackPlan, prune: bool = False) -> None:
     """Print one line per service: new, changed (with each field), unchanged."""
     for service in plan.services:
         detail = service.detail()
         if service.state == NEW:
             detail = "not deployed yet: will be created"
+        elif service.state == NOT_IN_FILE and prune:
+            detail = "runs, but the stack file no longer has it: removed by --prune"
         elif service.state == NOT_IN_FILE:
-            detail = "runs, but the stack file no longer has it: kept (deploy does not prune)"
+            detail = "runs, but the stack file no longer has it: kept (add --prune to remove it)"
         output.status(f"{plan.stack}_{service.name}", service.state, detail)
 
 
-def run_stack_deploy(host: Host, rendered: RenderedStack, stack: str) -> None:
+def needs_deploy(plan: StackPlan, prune: bool) -> bool:
+    pruned = prune and any(s.state == NOT_IN_FILE for s in plan.services)
+    return plan.changed or pruned
+
+
+def run_stack_deploy(
+    host: Host, rendered: RenderedStack, stack: str, prune: bool
+) -> None:
     """Write the stack file to a temporary file on the manager and deploy it."""
     created = host.run("mktemp /tmp/authops-stack.XXXXXX", check=True)
     path = created.stdout.strip()
     try:
         host.upload(rendered.text.encode(), path, mode=0o600)
+        prune_flag = ["--prune"] if prune else []
         result = run_docker(
             host,
-            ["stack", "deploy", "--with-registry-auth", "-c", path, stack],
+            ["stack", "deploy", "--with-registry-auth", *prune_flag, "-c", path, stack],
             timeout=DEPLOY_COMMAND_TIMEOUT,
         )
     finally:
@@ -74,11 +84,13 @@ def deploy(
     timeout: int | None = None,
     dry_run: bool = False,
     break_lock: bool = False,
+    prune: bool = False,
 ) -> bool:
     """Deploy the stack and wait for it to converge; return False when it failed.
 
     A dry run runs the pre-flight checks and prints the plan, and creates,
-    deploys and removes nothing.
+    deploys and removes nothing. `prune` removes services that the stack
+    file no longer has.
     """
     timeout = timeout or settings.number("DEPLOY_TIMEOUT")
     stack = settings.stack_name
@@ -89,31 +101,37 @@ def deploy(
     try:
         preflight(settings, host)
         if dry_run:
-            return dry_run_deploy(host, rendered, stack)
+            return dry_run_deploy(host, rendered, stack, prune)
         with stack_lock(host, stack, "deploy", timeout, break_lock):
-            return deploy_locked(settings, host, rendered, timeout)
+            return deploy_locked(settings, host, rendered, timeout, prune)
     finally:
         host.close()
 
 
-def dry_run_deploy(host: Host, rendered: RenderedStack, stack: str) -> bool:
+def dry_run_deploy(
+    host: Host, rendered: RenderedStack, stack: str, prune: bool
+) -> bool:
     output.phase(f"plan for {stack} on {host.name}")
     plan = current_plan(host, rendered, stack)
-    show_plan(plan)
+    show_plan(plan, prune)
     create_secrets(host, stack, rendered.secrets, dry_run=True)
-    state = WOULD_CHANGE if plan.changed else UNCHANGED
+    state = WOULD_CHANGE if needs_deploy(plan, prune) else UNCHANGED
     output.status(stack, state, "dry run: nothing was created or deployed")
     return True
 
 
 def deploy_locked(
-    settings: Settings, host: Host, rendered: RenderedStack, timeout: int
+    settings: Settings,
+    host: Host,
+    rendered: RenderedStack,
+    timeout: int,
+    prune: bool,
 ) -> bool:
     stack = settings.stack_name
     output.phase(f"plan for {stack} on {host.name}")
     plan = current_plan(host, rendered, stack)
-    show_plan(plan)
-    if not plan.changed:
+    show_plan(plan, prune)
+    if not needs_deploy(plan, prune):
         remove_unused_secrets(host, stack)
         output.status(stack, UNCHANGED, "the running services match the stack file")
         append_audit(host, "deploy", stack, settings.image, "unchanged")
@@ -123,7 +141,7 @@ def deploy_locked(
     create_secrets(host, stack, rendered.secrets, dry_run=False)
     before = snapshot(host, stack)
     output.phase(f"deploying {stack}")
-    run_stack_deploy(host, rendered, stack)
+    run_stack_deploy(host, rendered, stack, prune)
 
     output.phase(f"waiting up to {timeout} s for {stack} to converge")
     result = wait_converged(host, stack, list(SERVICES), before, timeout)

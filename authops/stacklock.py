@@ -81,13 +81,9 @@ def read_holder(host: Host, path: str) -> LockHolder | None:
     )
 
 
-def acquire(
-    host: Host, stack: str, action: str, stale_after: int, break_lock: bool
-) -> str:
-    """Take the stack's lock on the manager and return its token, or raise naming the holder."""
-    path = lock_path(stack)
-    token = secrets.token_hex(8)
-    record = json.dumps(
+def owner_record(action: str, token: str) -> str:
+    """Return the lock file's content: who, since when, which process and action."""
+    return json.dumps(
         {
             "who": operator_name(),
             "since": utc_now(),
@@ -96,13 +92,36 @@ def acquire(
             "token": token,
         }
     )
+
+
+def acquire(
+    host: Host, stack: str, action: str, stale_after: int, break_lock: bool
+) -> str:
+    """Take the stack's lock on the manager and return its token, or raise naming the holder."""
+    path = lock_path(stack)
+    token = secrets.token_hex(8)
+    record = owner_record(action, token)
     if try_acquire(host, path, record):
         return token
+
     holder = read_holder(host, path)
     if holder is None and try_acquire(host, path, record):
-        return token
+        return token  # the holder released it in between
     if holder is None:
         raise OpsError(f"{host.name}: could not create the lock {path}")
+
+    check_breakable(host, stack, holder, stale_after, break_lock)
+    output.warn(f"breaking the stale lock of {holder.describe()}, {holder.age} s old")
+    host.run(f"rm -rf {shlex.quote(path)}")
+    if not try_acquire(host, path, record):
+        raise OpsError(f"{host.name}: could not take the lock {path} after breaking it")
+    return token
+
+
+def check_breakable(
+    host: Host, stack: str, holder: LockHolder, stale_after: int, break_lock: bool
+) -> None:
+    """Raise, naming the holder, unless --break-lock was given for a stale lock."""
     if not break_lock:
         raise OpsError(
             f"stack {stack} is locked on {host.name} by {holder.describe()}: "
@@ -114,11 +133,6 @@ def acquire(
             f"stack {stack} is locked on {host.name} by {holder.describe()}, taken {holder.age} s ago: "
             f"--break-lock breaks only a lock older than {stale_after} s (the deploy timeout)"
         )
-    output.warn(f"breaking the stale lock of {holder.describe()}, {holder.age} s old")
-    host.run(f"rm -rf {shlex.quote(path)}")
-    if not try_acquire(host, path, record):
-        raise OpsError(f"{host.name}: could not take the lock {path} after breaking it")
-    return token
 
 
 def release(host: Host, stack: str, token: str) -> None:

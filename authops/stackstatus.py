@@ -1,4 +1,4 @@
-"""What runs now: services, replicas, update state and tasks per node; service logs."""
+"""The stack as it runs: services, replicas, update state, tasks per node, and logs."""
 
 from dataclasses import dataclass, field
 

@@ -3,8 +3,8 @@
 `docker stack deploy` returns before anything runs, and Swarm rolls a failed
 update back without failing any command. So the tool polls each service:
 its UpdateStatus, and its tasks. A service has converged when its update
-(if any) completed and as many tasks as replicas run the current spec; a
-task with a health check counts as running only once it is healthy.
+(if any) completed and as many tasks as replicas run the current spec.
+Swarm reports a task with a health check as running only once it is healthy.
 """
 
 import json
@@ -24,6 +24,10 @@ LOG_LINES = 3  # lines of a failed task's log shown with the error
 LOG_SCAN = 50  # lines of its log searched for errors
 ERROR_WORDS = re.compile(r"error|fatal|fail|refus", re.IGNORECASE)
 
+NO_PREVIOUS_VERSION = (
+    "new service, so Swarm has no previous version to roll back to and it "
+    "stays failing until a fixed deploy or stack.remove; "
+)
 FAILED_UPDATE = ("paused", "rollback_paused", "rollback_completed")
 ROLLING_BACK = "rollback_started"
 
@@ -224,11 +228,6 @@ def service_progress(
         error, count = repeated
         reason = f"{count} tasks failed with: {error}"
         progress.failure = failure_reason(host, new_tasks, reason)
-        if before is None:
-            progress.failure = (
-                "new service, so there is no previous version to roll back to; "
-                + progress.failure
-            )
         progress.final = True
         return progress
     settled = state in (None, expected_end) if not rollback else state == expected_end
@@ -269,7 +268,11 @@ def wait_converged(
                     )
             break
         time.sleep(POLL_INTERVAL)
-    failures = {item.name: item.failure for item in progress if item.failure}
+    failures = {}
+    for name, item in zip(names, progress, strict=True):
+        if item.failure:
+            fresh = NO_PREVIOUS_VERSION if name not in before else ""
+            failures[item.name] = fresh + item.failure
     return WaitResult(not failures, failures, time.monotonic() - started)
 
 
@@ -302,7 +305,12 @@ def print_progress(
     progress: list[Progress], printed: dict[str, tuple[str, float]], elapsed: float
 ) -> None:
     for item in progress:
-        state = "converged" if item.done else "failing" if item.failure else "waiting"
+        if item.done:
+            state = "converged"
+        elif item.failure:
+            state = "failing"
+        else:
+            state = "waiting"
         line = f"{state}: {item.summary}"
         last_line, last_time = printed.get(item.name, ("", -PROGRESS_INTERVAL))
         if line != last_line or elapsed - last_time >= PROGRESS_INTERVAL:
