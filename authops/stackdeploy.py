@@ -171,14 +171,7 @@ def rollback(
             raise OpsError(
                 f"stack {stack} has no services on {host.name}: nothing to roll back"
             )
-        targets = [s for s in services if s.get("PreviousSpec")]
-        for service in services:
-            if not service.get("PreviousSpec"):
-                output.status(
-                    service["Spec"]["Name"],
-                    UNCHANGED,
-                    "no previous spec to roll back to",
-                )
+        targets = rollback_targets(services)
         if dry_run:
             for service in targets:
                 output.status(
@@ -193,6 +186,30 @@ def rollback(
             return rollback_locked(settings, host, targets, timeout)
     finally:
         host.close()
+
+
+def rollback_targets(services: list[dict]) -> list[dict]:
+    """Return the services that can roll back; report why each other one cannot.
+
+    A service whose last change was a rollback is skipped: its previous
+    spec is the version that was rolled away from, often a failed deploy,
+    and a second rollback would bring that back.
+    """
+    targets = []
+    for service in services:
+        name = service["Spec"]["Name"]
+        state = (service.get("UpdateStatus") or {}).get("State", "")
+        if not service.get("PreviousSpec"):
+            output.status(name, UNCHANGED, "no previous spec to roll back to")
+        elif state.startswith("rollback"):
+            output.status(
+                name,
+                UNCHANGED,
+                f"already rolled back (update state {state}): deploy to move forward",
+            )
+        else:
+            targets.append(service)
+    return targets
 
 
 def rollback_locked(

@@ -211,12 +211,20 @@ def render_stack(settings: Settings) -> RenderedStack:
     return RenderedStack(text, document, secrets)
 
 
+def compose_version(document: dict) -> tuple[int, ...]:
+    """Return the file's `version` as numbers, (0,) when missing or invalid."""
+    parts = str(document.get("version", "")).split(".")
+    return (
+        tuple(int(part) for part in parts) if all(p.isdigit() for p in parts) else (0,)
+    )
+
+
 def stack_problems(
     document: dict, text: str, secrets: dict[str, SecretVersion]
 ) -> list[str]:
     """Return what makes a rendered stack file unfit to deploy."""
     problems = []
-    if str(document.get("version", "")) < "3.8":
+    if compose_version(document) < (3, 8):
         problems.append("version: must be 3.8 or newer for the tmpfs size")
     services = document.get("services") or {}
     for name in SERVICES:

@@ -280,6 +280,13 @@ def test_rollback_returns_previous_spec(lab):
     assert ready_status(lab) == 200
 
 
+def test_rollback_twice_changes_nothing(lab, capsys):
+    before = versions(lab)
+    assert stackdeploy.rollback(settings_for(lab), TIMEOUT)
+    assert versions(lab) == before
+    assert "already rolled back" in capsys.readouterr().out
+
+
 def test_new_service_failing_says_no_previous_version(lab, capsys):
     stack = new_stack_name("authops-fresh")
     settings = settings_for(

@@ -340,3 +340,13 @@ def test_render_output_parses_as_compose(make_env):
     assert document["version"] == "3.8"
     assert sorted(document["services"]) == ["server", "worker"]
     assert not [key for key in document if key.startswith("x-")]
+
+
+@pytest.mark.parametrize(
+    ("version", "valid"), [("3.8", True), ("3.10", True), ("3.7", False), ("", False)]
+)
+def test_problems_compose_version(make_env, version, valid):
+    rendered = render(make_env)
+    rendered.document["version"] = version
+    problems = stack_problems(rendered.document, rendered.text, rendered.secrets)
+    assert (not any(p.startswith("version") for p in problems)) is valid
