@@ -139,7 +139,7 @@ def test_dollar_reaches_container_once(lab):
     assert result.stdout.strip() == SMTP_USERNAME
 
 
-def test_secret_values_absent_from_service_inspect(lab):
+def test_secrets_absent_from_service_inspect(lab):
     settings = settings_for(lab)
     for name in ("server", "worker"):
         text = docker("service", "inspect", f"{lab.stack}_{name}").stdout
@@ -147,7 +147,7 @@ def test_secret_values_absent_from_service_inspect(lab):
             assert value not in text
 
 
-def test_secret_values_absent_from_container_inspect(lab):
+def test_secrets_absent_from_container_inspect(lab):
     settings = settings_for(lab)
     for name in ("server", "worker"):
         container = running_containers(f"{lab.stack}_{name}")[0]
@@ -164,7 +164,7 @@ def test_secrets_are_mounted_files(lab):
     assert result.stdout.strip() == DB_PASSWORD
 
 
-def test_concurrent_deploy_rejected_naming_holder(lab):
+def test_concurrent_deploy_names_holder(lab):
     record = json.dumps(
         {
             "who": "alice@admin1",
@@ -213,7 +213,7 @@ def test_broken_image_fails_and_keeps_serving(lab, capsys):
     assert "result=failed" in audit_lines(lab.stack)[-1]
 
 
-def test_wrong_db_password_stopped_by_preflight(lab):
+def test_wrong_password_stopped_by_preflight(lab):
     before = versions(lab)
     settings = settings_for(
         lab,
@@ -226,7 +226,7 @@ def test_wrong_db_password_stopped_by_preflight(lab):
     assert versions(lab) == before
 
 
-def test_wrong_db_password_never_healthy_rolls_back(lab, capsys, monkeypatch):
+def test_wrong_password_rolls_back(lab, capsys, monkeypatch):
     # The pre-flight check would stop this deploy; skip it to see Swarm's side.
     monkeypatch.setattr(stackdeploy, "preflight", lambda settings, host: None)
     settings = settings_for(
@@ -287,7 +287,7 @@ def test_rollback_twice_changes_nothing(lab, capsys):
     assert "already rolled back" in capsys.readouterr().out
 
 
-def test_new_service_failing_says_no_previous_version(lab, capsys):
+def test_fresh_service_failure_named(lab, capsys):
     stack = new_stack_name("authops-fresh")
     settings = settings_for(
         lab,

@@ -130,7 +130,7 @@ def test_standin_unreadable_file_value_exits(database):
     assert "/run/secrets/missing" in result.stdout
 
 
-def test_server_healthy_with_file_and_env_values(database, container, tmp_path):
+def test_server_healthy_with_indirect_values(database, container, tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text(f"  {SECRET_KEY}\n")
     environment = database_env(database)

@@ -122,7 +122,7 @@ def new_stack_name(prefix: str) -> str:
 
 
 def unverified_tls() -> ssl.SSLContext:
-    """Accept the stand-in's self-signed certificate, as HAProxy's check does."""
+    """Accept the stand-in's self-signed certificate."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -130,7 +130,7 @@ def unverified_tls() -> ssl.SSLContext:
 
 
 def http_status(url: str) -> int | None:
-    """Return the HTTP status of GET url, or None when nothing answers."""
+    """Return the HTTP status of GET url, or None when nothing responds."""
     try:
         with urllib.request.urlopen(  # noqa: S310 - http(s) URLs built by the tests
             url, timeout=5, context=unverified_tls()
