@@ -16,7 +16,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from authops import REPO_ROOT, errors, localsvc, output, pgcluster
+from authops import REPO_ROOT, errors, localsvc, output, pgcluster, standin
 from authops.errors import OpsError
 from authops.labenv import (
     CA_CERT,
@@ -38,7 +38,6 @@ from authops.tasking import ENV_HELP, ops_task
 SMTP_TLS_PORT = 2465  # the lab relay's implicit-TLS port, beside SMTP_PORT (STARTTLS)
 SMTP_PIDFILE = SMTP_DIR / "labsmtp.pid"
 STEP_TIMEOUT = 900  # seconds for one task of the main job
-STANDIN_IMAGE = "authops/authentik-standin"
 
 
 def require_lab(settings: Settings) -> None:
@@ -138,10 +137,8 @@ def ensure_smtp(settings: Settings) -> None:
 
 def ensure_image(settings: Settings) -> None:
     """Build the stand-in image, or check that the configured image is on this machine."""
-    if settings.get("AUTHENTIK_IMAGE") == STANDIN_IMAGE:
-        from authops.standin import ensure_standin_image
-
-        ensure_standin_image()
+    if settings.get("AUTHENTIK_IMAGE") == standin.LOOPBACK_IMAGE:
+        standin.ensure_standin_image()
         output.status(
             "image",
             errors.OK,
