@@ -4,7 +4,6 @@ Each check function returns a list of Check results and never raises for a
 problem it found: a failure in one part must not hide the state of the rest.
 """
 
-import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from authops.nfs import missing_directories
 from authops.settings import Settings, load_settings, problems_of
 from authops.smtp_direct import probe as smtp_probe
 from authops.stackstatus import service_health
-from authops.swarm import find_manager
+from authops.swarm import find_manager, may_run_authentik, swarm_nodes
 from authops.tasking import ENV_HELP, ops_task
 from authops.validate import ERROR
 
@@ -95,22 +94,6 @@ def check_hosts(settings: Settings) -> list[Check]:
     return checks
 
 
-def swarm_nodes(host: Host) -> list[dict]:
-    """Return `docker node ls` rows, each with the node's address added as `Addr`."""
-    listing = host.run("docker node ls --format '{{json .}}'", check=True)
-    nodes = [json.loads(line) for line in listing.stdout.splitlines() if line.strip()]
-    addresses = host.run(
-        "docker node inspect --format '{{.ID}} {{.Status.Addr}}' $(docker node ls -q)",
-        check=True,
-    )
-    by_id = dict(
-        line.split(maxsplit=1) for line in addresses.stdout.splitlines() if " " in line
-    )
-    for node in nodes:
-        node["Addr"] = by_id.get(node["ID"], "")
-    return nodes
-
-
 def check_swarm(settings: Settings) -> list[Check]:
     host = find_manager(settings)
     try:
@@ -155,17 +138,6 @@ def check_swarm(settings: Settings) -> list[Check]:
             )
         )
     return checks + compare_node_lists(settings, nodes)
-
-
-def may_run_authentik(node: dict, placement: str) -> bool:
-    """Return whether PLACEMENT lets the node run authentik; only node.role is understood."""
-    compact = placement.replace(" ", "")
-    is_manager = bool(node.get("ManagerStatus"))
-    if compact == "node.role==worker":
-        return not is_manager
-    if compact == "node.role==manager":
-        return is_manager
-    return True
 
 
 def compare_node_lists(settings: Settings, nodes: list[dict]) -> list[Check]:

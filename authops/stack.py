@@ -8,7 +8,7 @@ import sys
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from authops import output
+from authops import output, stackupgrade
 from authops.errors import OK, WARNING, OpsError
 from authops.settings import load_settings
 from authops.stackdeploy import current_plan, deploy, remove, rollback, show_plan
@@ -172,3 +172,4 @@ ns.add_task(status)
 ns.add_task(logs)
 ns.add_task(rollback_task)
 ns.add_task(remove_task)
+ns.add_task(stackupgrade.upgrade)

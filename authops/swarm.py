@@ -83,6 +83,44 @@ def node_names(host: Host) -> dict[str, str]:
     }
 
 
+def swarm_nodes(host: Host) -> list[dict]:
+    """Return `docker node ls` rows, each with the node's address added as `Addr`."""
+    listing = host.run("docker node ls --format '{{json .}}'", check=True)
+    nodes = [json.loads(line) for line in listing.stdout.splitlines() if line.strip()]
+    addresses = host.run(
+        "docker node inspect --format '{{.ID}} {{.Status.Addr}}' $(docker node ls -q)",
+        check=True,
+    )
+    by_id = dict(
+        line.split(maxsplit=1) for line in addresses.stdout.splitlines() if " " in line
+    )
+    for node in nodes:
+        node["Addr"] = by_id.get(node["ID"], "")
+    return nodes
+
+
+def may_run_authentik(node: dict, placement: str) -> bool:
+    """Return whether PLACEMENT lets the node run authentik; only node.role is understood."""
+    compact = placement.replace(" ", "")
+    is_manager = bool(node.get("ManagerStatus"))
+    if compact == "node.role==worker":
+        return not is_manager
+    if compact == "node.role==manager":
+        return is_manager
+    return True
+
+
+def swarm_info(host: Host) -> dict:
+    """Return the `Swarm` section of `docker info` on the host, or raise OpsError."""
+    result = run_docker(host, ["info", "--format", "{{json .Swarm}}"], timeout=30)
+    if not result.ok:
+        raise OpsError(
+            f"{host.name}: docker is not available: {result.error_text()}: install "
+            f"docker and start dockerd there"
+        )
+    return json.loads(result.stdout or "{}")
+
+
 def short_name(service_name: str, stack: str) -> str:
     """Return `server` for `STACK_server`."""
     prefix = f"{stack}_"
