@@ -147,10 +147,22 @@ def backup(c, keep=None, dry_run=False, env=None):
         output.status(shown(old), CHANGED, f"removed, keeping the newest {kept}")
 
 
+def latest_dump(settings) -> Path:
+    """Return the newest dump in BACKUP_DIR, or raise when there is none."""
+    dumps = sorted(
+        settings.backup_dir.glob("*.dump"), key=lambda path: path.stat().st_mtime
+    )
+    if not dumps:
+        raise OpsError(
+            f"no dump in {settings.backup_dir}: run `invoke db.backup` first, or give --file PATH"
+        )
+    return dumps[-1]
+
+
 @ops_task(
     positional=["file"],
     help={
-        "file": "Dump to restore, written by db.backup (pg_dump -Fc).",
+        "file": "Dump to restore, written by db.backup (pg_dump -Fc); `latest` takes the newest in BACKUP_DIR.",
         "yes": "Confirm that the database is replaced by the dump.",
         "force": "Restore even if the stack's services run (they lose their connections).",
         "host": HOST_HELP,
@@ -175,7 +187,8 @@ def restore(
     settings = load_settings(env)
     admin = superuser_of(settings, host, port, superuser)
     database = settings.database
-    path = Path(file)
+    path = latest_dump(settings) if file == "latest" else Path(file)
+    file = str(path)
     if not yes and not dry_run:
         raise OpsError(
             f"restoring replaces database {database.name} at {admin.address} with {file}: "
