@@ -6,7 +6,7 @@ PYTEST := $(VENV)/bin/pytest
 RUFF := $(VENV)/bin/ruff
 PYTHON_FILES := authops tests tasks.py
 
-.PHONY: setup lab lab-down test lint format
+.PHONY: setup lab lab-down test lint format bench
 
 setup:
 	@scripts/setup.sh
@@ -27,3 +27,8 @@ format: setup
 
 test: lint
 	$(PYTEST)
+
+# Runs every scenario of bench/ on the lab (about 15 minutes on 2 cores) and
+# rewrites docs/benchmarks.md. Not part of `make test`.
+bench: setup
+	$(VENV)/bin/python -m bench
