@@ -1,7 +1,8 @@
 """`doctor`: check the whole chain and print one line per check with the fix.
 
-Each check function returns a list of Check results and never raises for a
-problem it found: a failure in one part must not hide the state of the rest.
+Each check function returns a list of Check results. A check that cannot run
+raises OpsError, which `run_checks` turns into a failed line, so that one
+broken part does not hide the state of the rest.
 """
 
 import shlex

@@ -52,14 +52,14 @@ def require_lab(settings: Settings) -> None:
             f"env {settings.env_name} names remote hosts ({', '.join(remote)}): the lab runs only `local`"
         )
     if os.geteuid() != 0:
-        raise OpsError(
-            "the lab starts dockerd, PostgreSQL and sshd-free services as root: run it as root"
-        )
+        raise OpsError("the lab starts dockerd and PostgreSQL as root: run it as root")
 
 
 def ensure_certificates(settings: Settings) -> None:
     """Create the lab CA, the site certificate and the relay's certificate unless current."""
     authority = load_or_create_authority(CA_CERT, CA_KEY)
+    # stack/lab.override.yml hands this copy to the containers as a Swarm config.
+    shutil.copyfile(CA_CERT, CA_KEY.parent / "ca.crt")
     site = write_lineage(authority, [settings.domain], LIVE_DIR / settings.domain)
     relay = write_lineage(
         authority, [settings.smtp.host, "127.0.0.1", "localhost"], SMTP_DIR / "tls"
@@ -204,9 +204,8 @@ def run_main_job(settings: Settings) -> None:
         env_name=name,
     )
     run_task("stack.deploy", env_name=name)
-    # On a fresh lab haproxy.reload installs the file and haproxy.start then
-    # starts HAProxy; on a second run the first reports unchanged, the second
-    # that HAProxy already runs.
+    # haproxy.start needs an installed file, so it comes after haproxy.reload.
+    # A reload with no HAProxy running installs the file and reloads nothing.
     run_task("haproxy.reload", env_name=name)
     run_task("haproxy.start", env_name=name)
     run_task(
