@@ -2,7 +2,19 @@
 
 from invoke import Collection
 
-from authops import certs, db, doctor, env, haproxy, hosts, lab, nfs, smtp, stack
+from authops import (
+    certs,
+    db,
+    doctor,
+    env,
+    haproxy,
+    hosts,
+    lab,
+    nfs,
+    rotation,
+    smtp,
+    stack,
+)
 
 ns = Collection()
 ns.add_collection(env.ns)
@@ -13,5 +25,6 @@ ns.add_collection(certs.ns)
 ns.add_collection(db.ns)
 ns.add_collection(stack.ns)
 ns.add_collection(smtp.ns)
+ns.add_collection(rotation.ns)
 ns.add_collection(lab.ns)
 ns.add_task(doctor.doctor)
