@@ -11,6 +11,7 @@ from authops import (
     hosts,
     lab,
     nfs,
+    nodes,
     rotation,
     smtp,
     stack,
@@ -26,5 +27,6 @@ ns.add_collection(db.ns)
 ns.add_collection(stack.ns)
 ns.add_collection(smtp.ns)
 ns.add_collection(rotation.ns)
+ns.add_collection(nodes.ns)
 ns.add_collection(lab.ns)
 ns.add_task(doctor.doctor)
