@@ -103,6 +103,12 @@ def run_counts(arguments: argparse.Namespace, names: list[str]) -> dict[str, int
     return {name: table[name] for name in names}
 
 
+def run_mode(arguments: argparse.Namespace) -> str:
+    if arguments.runs is not None:
+        return f"--runs {arguments.runs}"
+    return "--quick" if arguments.quick else "full"
+
+
 def run_scenarios(runs: dict[str, int], results: dict, log: Log) -> bool:
     """Run each scenario in turn; return whether all of them succeeded."""
     succeeded = True
@@ -128,7 +134,7 @@ def main(argv: list[str]) -> int:
     log = Log()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results = {
-        "mode": "quick" if arguments.quick else "full",
+        "mode": run_mode(arguments),
         "runs": runs,
         "machine": machine.describe(),
         "scenarios": {},

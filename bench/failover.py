@@ -249,6 +249,14 @@ def recover(site: Site, mode: str) -> None:
     wait_until_all_up(site, RECOVERY_TIMEOUT)
 
 
+def check_result(state: ServerState) -> str:
+    """Return the last check's status and detail, such as `L4CON: Connection refused`."""
+    check = " ".join(part for part in (state.check_status, state.check_code) if part)
+    if state.check_detail:
+        return f"{check}: {state.check_detail}" if check else state.check_detail
+    return check or "-"
+
+
 @dataclass
 class Watch:
     """When each proxy first reported node b DOWN, as a time.monotonic() value."""
@@ -267,7 +275,7 @@ def watch_until_down(site: Site, cap: float, started: float) -> Watch:
             state = proxy.state_of(FAILED_NODE)
             if is_down(state):
                 watch.down_at[proxy.config] = time.monotonic()
-                watch.check[proxy.config] = state.describe()
+                watch.check[proxy.config] = check_result(state)
         time.sleep(POLL_INTERVAL)
     return watch
 

@@ -13,7 +13,7 @@ from bench.failover import CONFIGS, MODES
 DETECTION_TARGET = 5.0  # seconds until HAProxy marks a failed node DOWN
 MODE_NAMES = {
     "kill": "process killed (connection refused)",
-    "hang": "process stopped (connection accepted, never answered)",
+    "hang": "process stopped with SIGSTOP (no reply)",
     "not-ready": "readiness returns 503, other paths still 200",
 }
 
@@ -242,7 +242,8 @@ def machine_section(results: dict) -> list[str]:
     ]
     if versions.get("ansible"):
         rows.append(["Ansible", versions["ansible"]])
-    rows.append(["mode", results["mode"]])
+    runs = ", ".join(f"{name} {number}" for name, number in results["runs"].items())
+    rows.append(["runs per scenario", f"{runs} ({results['mode']})"])
     return ["## Machine", "", *table(["", ""], rows)]
 
 
@@ -406,8 +407,8 @@ def failover_section(results: dict) -> list[str]:
             "settings",
             "until DOWN",
             "requests lost",
-            "requests sent",
-            "last check",
+            "requests sent after the failure",
+            "check that marked it DOWN",
         ],
         rows,
     )
@@ -538,13 +539,15 @@ def detection_notes(summary: dict) -> list[str]:
             "stack.deploy polls each service's update state every 3 s and exits",
             "non-zero once every service has settled, naming each failed one with",
             "the task's error.",
+            "",
         ]
     if summary["cli"]["exit_codes"] == [0]:
         notes += [
             "The docker CLI waits for the rollback too, but then exits 0, so a",
             "script that trusts its exit code takes the failed deploy for a good one.",
+            "",
         ]
-    return notes + [""] if notes else []
+    return notes
 
 
 def error_text(results: dict, name: str) -> str:

@@ -183,7 +183,14 @@ def sample_results(hang_seconds: float) -> dict:
         "cli": [{"exit_after_rollback": 11.0, "seconds": 36.0, "exit_code": 0}],
     }
     return {
-        "mode": "quick",
+        "mode": "--quick",
+        "runs": {
+            "reload": 1,
+            "deploy": 1,
+            "failover": 1,
+            "overhead": 1,
+            "detection": 1,
+        },
         "machine": {
             "date": "2026-01-01 00:00 UTC",
             "commit": "abc1234",
