@@ -265,6 +265,12 @@ class DbRotation:
             self.deploy_as(self.owner, None)
         self.disable_next_role()
         self.confirm()
+        if not self.dry_run:
+            output.warn(
+                f"each service's previous spec logs in as {self.next}, which cannot log "
+                f"in any more: until the next deploy, fix problems with `invoke "
+                f"stack.deploy`, not `invoke stack.rollback`"
+            )
 
     def choose_password(self, roles: Roles, credentials: list[Credential]) -> None:
         """Generate the new password, or take the env file's to finish an interrupted rotation."""

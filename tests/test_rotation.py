@@ -175,7 +175,8 @@ def test_db_rotation_keeps_serving(lab, targets, capsys):
             settings, admin_of(settings), TIMEOUT, dry_run=False
         ),
     )
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     print_tallies("db rotation", tallies)
 
     rotated = load_settings(ENV)
@@ -191,6 +192,7 @@ def test_db_rotation_keeps_serving(lab, targets, capsys):
         assert service_env(rotated, name)["AUTHENTIK_POSTGRESQL__USER"] == "authentik"
         assert password_secret(rotated, new_password) in service_secrets(rotated, name)
     assert old_secret not in stack_secrets(rotated.stack_name)
+    assert "not `invoke stack.rollback`" in captured.err
     assert tallies["published"].outcomes["503"] == 0
     for target in targets:
         assert request_ready(target) == "200"
