@@ -32,7 +32,6 @@ from authops.settings import Settings, load_settings
 from authops.tasking import DRY_RUN_HELP, ENV_HELP, ops_task
 from authops.validate import split_list
 
-LIVE_ROOT = "/etc/letsencrypt/live"
 PEM_MODE = 0o600
 # Files in a certificate folder that HAProxy 2.6 does not load as certificates.
 IGNORED_SUFFIXES = (".issuer", ".ocsp", ".sctl", ".key")
@@ -54,9 +53,10 @@ class Request:
 def build_request(
     settings: Settings, domain: str | None, live_dir: str | None, out_dir: str | None
 ) -> Request:
-    """Fill the defaults: SSO_DOMAIN, $RENEWED_LINEAGE or the live folder, HAPROXY_CERT_DIR."""
+    """Fill the defaults: SSO_DOMAIN, $RENEWED_LINEAGE or CERT_LIVE_ROOT/DOMAIN, HAPROXY_CERT_DIR."""
     name = domain or settings.domain
-    lineage = live_dir or os.environ.get("RENEWED_LINEAGE") or f"{LIVE_ROOT}/{name}"
+    live_root = settings.get("CERT_LIVE_ROOT").rstrip("/")
+    lineage = live_dir or os.environ.get("RENEWED_LINEAGE") or f"{live_root}/{name}"
     return Request(
         name, lineage.rstrip("/"), out_dir or settings.get("HAPROXY_CERT_DIR")
     )
@@ -202,7 +202,7 @@ def restore_pem(
     help={
         "env": ENV_HELP,
         "domain": "Name the certificate must cover, also the file name DOMAIN.pem (default: SSO_DOMAIN).",
-        "live_dir": "Folder with fullchain.pem and privkey.pem on each host (default: $RENEWED_LINEAGE, else /etc/letsencrypt/live/DOMAIN).",
+        "live_dir": "Folder with fullchain.pem and privkey.pem on each host (default: $RENEWED_LINEAGE, else CERT_LIVE_ROOT/DOMAIN).",
         "out_dir": "Folder HAProxy loads certificates from (default: HAPROXY_CERT_DIR).",
         "hosts": "Comma-separated hosts to run on instead of HAPROXY_HOSTS; a certbot hook passes `local`.",
         "dry_run": DRY_RUN_HELP,

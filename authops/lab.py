@@ -24,7 +24,6 @@ from authops.labenv import (
     LAB_DIR,
     LAB_ROOT,
     LAB_URL,
-    LIVE_DIR,
     MAIL_RECIPIENT,
     POSTGRES_DIR,
     SMTP_DIR,
@@ -60,7 +59,8 @@ def ensure_certificates(settings: Settings) -> None:
     authority = load_or_create_authority(CA_CERT, CA_KEY)
     # stack/lab.override.yml hands this copy to the containers as a Swarm config.
     shutil.copyfile(CA_CERT, CA_KEY.parent / "ca.crt")
-    site = write_lineage(authority, [settings.domain], LIVE_DIR / settings.domain)
+    live_dir = Path(settings.get("CERT_LIVE_ROOT")) / settings.domain
+    site = write_lineage(authority, [settings.domain], live_dir)
     relay = write_lineage(
         authority, [settings.smtp.host, "127.0.0.1", "localhost"], SMTP_DIR / "tls"
     )
@@ -68,7 +68,7 @@ def ensure_certificates(settings: Settings) -> None:
     output.status(
         "certificates",
         state,
-        f"CA {CA_CERT}, site certificate in {LIVE_DIR / settings.domain}",
+        f"CA {CA_CERT}, site certificate in {live_dir}",
     )
 
 
@@ -195,14 +195,7 @@ def run_main_job(settings: Settings) -> None:
         extra_env={"PGPASSWORD": superuser_password()},
     )
     run_task("nfs.prepare", env_name=name)
-    run_task(
-        "certs.combine",
-        "--domain",
-        settings.domain,
-        "--live-dir",
-        str(LIVE_DIR / settings.domain),
-        env_name=name,
-    )
+    run_task("certs.combine", env_name=name)
     run_task("stack.deploy", env_name=name)
     # haproxy.start needs an installed file, so it comes after haproxy.reload.
     # A reload with no HAProxy running installs the file and reloads nothing.

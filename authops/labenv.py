@@ -16,9 +16,6 @@ LAB_ROOT = Path("/var/lib/authops-lab")
 LAB_DIR = REPO_ROOT / ".lab"  # files the operator uses: the CA certificate
 CA_CERT = LAB_DIR / "ca.crt"
 CA_KEY = LAB_ROOT / "ca" / "ca.key"
-LIVE_DIR = (
-    LAB_ROOT / "letsencrypt" / "live"
-)  # Let's Encrypt's layout, read by certs.combine
 POSTGRES_DIR = LAB_ROOT / "postgres"
 POSTGRES_PASSWORD_FILE = LAB_ROOT / "postgres-superuser.password"
 SMTP_DIR = LAB_ROOT / "smtp"

@@ -94,6 +94,8 @@ KEYS: tuple[Key, ...] = (
         default="/run/haproxy/admin.sock",
     ),
     Key("HAPROXY_USER", "text", required=False, default="haproxy"),
+    # certbot's live folder on the HAProxy hosts: one subfolder per domain.
+    Key("CERT_LIVE_ROOT", "abs-path", required=False, default="/etc/letsencrypt/live"),
     Key("HAPROXY_PIDFILE", "abs-path", required=False, default="/run/haproxy.pid"),
     # Empty: no plain-HTTP listener. A port: listen there and redirect to HTTPS.
     Key("HAPROXY_REDIRECT_PORT", "port", required=False, default=""),
