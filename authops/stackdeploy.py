@@ -281,12 +281,30 @@ def remove_locked(settings: Settings, host: Host, services: list[dict]) -> None:
     append_audit(host, "remove", stack, settings.image, "ok")
 
 
+def stack_leftovers(host: Host, stack: str) -> list[str]:
+    """Return what `docker stack rm` has not removed yet: services, containers, networks."""
+    label = f"label=com.docker.stack.namespace={stack}"
+    leftovers = [service["Spec"]["Name"] for service in services_of_stack(host, stack)]
+    for kind, command in (
+        ("container", ["ps", "-aq", "--filter", label]),
+        ("network", ["network", "ls", "-q", "--filter", label]),
+    ):
+        result = run_docker(host, command)
+        leftovers += [f"{kind} {name}" for name in result.stdout.split()]
+    return leftovers
+
+
 def wait_removed(host: Host, stack: str) -> None:
-    """Wait until the stack's services are gone, so that their secrets can go too."""
+    """Wait until the stack's services, containers and networks are gone.
+
+    `docker stack rm` returns before they are, and a deploy in that window
+    fails with "network ... not found"; the secrets can go only afterwards.
+    """
     deadline = time.monotonic() + REMOVE_WAIT
-    while services_of_stack(host, stack):
+    while leftovers := stack_leftovers(host, stack):
         if time.monotonic() > deadline:
             raise OpsError(
-                f"services of {stack} still listed {REMOVE_WAIT} s after `docker stack rm`: check `docker service ls`"
+                f"{', '.join(leftovers)} of {stack} still present {REMOVE_WAIT} s after `docker stack rm`: "
+                "check `docker service ls`, `docker ps -a` and `docker network ls`"
             )
-        time.sleep(2)
+        time.sleep(1)
