@@ -3,6 +3,7 @@
 import os
 import re
 import secrets
+from pathlib import Path
 
 from invoke import Collection
 from invoke.exceptions import Exit
@@ -17,7 +18,11 @@ from authops.validate import ERROR
 
 EXAMPLE_PATH = EXAMPLE_DIR / "example.env"
 PLACEHOLDER = "CHANGE_ME"
-SECRET_LINE = re.compile(r"^(?P<key>[A-Z0-9_]+)=(?P<value>.*)$")
+# A KEY=VALUE line as python-dotenv reads it: leading blanks, `export ` and
+# blanks around `=` are allowed, so each of them must not hide a secret.
+SECRET_LINE = re.compile(
+    r"^(?P<prefix>\s*(?:export\s+)?)(?P<key>[A-Za-z0-9_.]+)(?P<equals>\s*=)(?P<value>.*)$"
+)
 
 
 def generate_secret_key() -> str:
@@ -37,9 +42,44 @@ def replace_values(text: str, replacements: dict[str, str]) -> str:
         match = SECRET_LINE.match(line.rstrip("\r\n"))
         if match and match["key"] in replacements:
             ending = line[len(line.rstrip("\r\n")) :]
-            line = f"{match['key']}={replacements[match['key']]}{ending}"
+            start = f"{match['prefix']}{match['key']}{match['equals']}"
+            line = f"{start}{replacements[match['key']]}{ending}"
         lines.append(line)
     return "".join(lines)
+
+
+def reject_leftover_secrets(source: Path, text: str, values: dict[str, str]) -> None:
+    """Raise if a secret of the env file is still in the example text.
+
+    A quoted value over several lines is only partly replaced, so such an
+    env file gets no example.
+    """
+    leftover = [
+        key
+        for key in SECRET_KEYS
+        if any(
+            len(piece) >= output.MIN_SECRET_LENGTH and piece in text
+            for piece in values.get(key, "").splitlines()
+        )
+    ]
+    if leftover:
+        raise OpsError(
+            f"{', '.join(leftover)} in {source} could not be replaced, so no example was "
+            f"written: write each of them as one KEY=VALUE line"
+        )
+
+
+def check_writable_path(path: Path) -> None:
+    """Raise if a new env file cannot be created at `path`."""
+    if os.path.lexists(path):
+        raise OpsError(
+            f"{path} already exists and is not overwritten: edit it, or remove it first"
+        )
+    if not path.parent.is_dir():
+        raise OpsError(
+            f"folder {path.parent} not found: create it, or point OPS_ENV_DIR "
+            f"to the folder of env files"
+        )
 
 
 @ops_task(help={"env": ENV_HELP, "dry_run": DRY_RUN_HELP})
@@ -47,10 +87,7 @@ def init(c, env=None, dry_run=False):
     """Write a new env file from env/example.env with fresh secrets, mode 600."""
     name = resolve_env_name(env)
     path = env_path(name)
-    if path.exists():
-        raise OpsError(
-            f"{path} already exists and is not overwritten: edit it, or remove it first"
-        )
+    check_writable_path(path)
     generated = {
         "AUTHENTIK_SECRET_KEY": generate_secret_key(),
         "AUTHENTIK_POSTGRESQL__PASSWORD": generate_password(),
@@ -97,9 +134,13 @@ def example(c, env=None, dry_run=False):
     """Write env/NAME.example.env: the env file with every secret replaced by a placeholder."""
     name = resolve_env_name(env)
     source = env_path(name)
-    problems_of(name)  # registers the secrets, so nothing below can print one
+    # problems_of registers the secrets, so nothing below can print one.
+    _, _, _, values = problems_of(name)
     target = env_dir() / f"{name}.example.env"
     text = replace_values(source.read_text(), {key: PLACEHOLDER for key in SECRET_KEYS})
+    reject_leftover_secrets(source, text, values)
+    if target.is_dir():
+        raise OpsError(f"{target} is a directory: remove or rename it, then run again")
     if target.exists() and target.read_text() == text:
         output.status(str(target), "unchanged")
         return

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from authops.envfile import parse_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +91,55 @@ def test_example_second_run_unchanged(make_env, env_dir):
     run_invoke("env.example", "--env", "prod", env_dir=env_dir)
     again = run_invoke("env.example", "--env", "prod", env_dir=env_dir)
     assert "unchanged" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "line_start",
+    ["export SMTP_PASSWORD=", "SMTP_PASSWORD = ", "  SMTP_PASSWORD="],
+)
+def test_example_replaces_secret_line_forms(make_env, env_dir, line_start):
+    path = make_env("prod", SMTP_PASSWORD=None)
+    path.write_text(path.read_text() + f"{line_start}smtp-s3cret-value\n")
+    result = run_invoke("env.example", "--env", "prod", env_dir=env_dir)
+    example = (env_dir / "prod.example.env").read_text()
+    assert result.returncode == 0, result.stderr
+    assert "smtp-s3cret-value" not in example
+    assert parse_text(example).values()["SMTP_PASSWORD"] == "CHANGE_ME"
+
+
+def test_example_rejects_multiline_secret(make_env, env_dir):
+    path = make_env("prod", AUTHENTIK_SECRET_KEY=None)
+    secret = "k" * 40 + "\n" + "q" * 40
+    path.write_text(path.read_text() + f'AUTHENTIK_SECRET_KEY="{secret}"\n')
+    result = run_invoke("env.example", "--env", "prod", env_dir=env_dir)
+    assert result.returncode == 1
+    assert "AUTHENTIK_SECRET_KEY" in result.stderr
+    assert "q" * 40 not in result.stdout + result.stderr
+    assert not (env_dir / "prod.example.env").exists()
+
+
+def test_example_target_directory(make_env, env_dir):
+    make_env("prod")
+    (env_dir / "prod.example.env").mkdir()
+    result = run_invoke("env.example", "--env", "prod", env_dir=env_dir)
+    assert result.returncode == 1
+    assert "is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_init_dangling_symlink_kept(env_dir):
+    (env_dir / "prod.env").symlink_to(env_dir / "elsewhere.env")
+    result = run_invoke("env.init", "--env", "prod", env_dir=env_dir)
+    assert result.returncode == 1
+    assert "already exists" in result.stderr
+    assert not (env_dir / "elsewhere.env").exists()
+
+
+def test_init_folder_missing(env_dir):
+    result = run_invoke("env.init", "--env", "prod", env_dir=env_dir / "missing")
+    assert result.returncode == 1
+    assert "OPS_ENV_DIR" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_gitignore_keeps_real_env_files_out():
