@@ -404,7 +404,7 @@ def _check_keys(parsed: ParsedEnv, values: dict[str, str]) -> list[Problem]:
 
 
 def _suggest_key(name: str) -> str:
-    squashed = name.replace("_", "")
+    squashed = name.replace("_", "").upper()
     for known in KEYS_BY_NAME:
         if known.replace("_", "") == squashed:
             return f" (did you mean {known}?)"

@@ -225,6 +225,12 @@ def test_unknown_key_suggests_known_one():
     assert "AUTHENTIK_POSTGRESQL__HOST" in unknown[0].message
 
 
+def test_unknown_key_lower_case_suggested():
+    problems = problems_for({"smtp_host": "smtp.example.com"})
+    unknown = [p for p in problems if p.key == "smtp_host"]
+    assert "SMTP_HOST" in unknown[0].message
+
+
 def test_dollar_kept_literally():
     values = parse_text("AUTHENTIK_POSTGRESQL__PASSWORD=a$b${HOME}$$c\n").values()
     assert values["AUTHENTIK_POSTGRESQL__PASSWORD"] == "a$b${HOME}$$c"
