@@ -7,6 +7,7 @@ Unknown host keys are rejected unless SSH_STRICT_HOST_KEYS=false.
 """
 
 import io
+import logging
 import os
 import shlex
 import socket
@@ -34,6 +35,10 @@ CONNECT_TIMEOUT = 10  # seconds for the TCP connect and SSH handshake
 MAX_PARALLEL_HOSTS = 16
 
 T = TypeVar("T")
+
+# paramiko logs a failed handshake with a traceback from its transport thread.
+# The same error reaches the caller, which reports it as one line per host.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass
@@ -186,6 +191,18 @@ def unreachable(name: str, error: BaseException) -> HostUnreachable:
         error
     ):
         reason = "the SSH host key is unknown: add it with `ssh-keyscan HOST >> ~/.ssh/known_hosts` after checking it"
+    elif isinstance(error, paramiko.SSHException) and "protocol banner" in str(error):
+        reason = (
+            f"no SSH greeting within {CONNECT_TIMEOUT} s: the port is open but does not "
+            f"answer as an SSH server, so check the host and port"
+        )
+    elif isinstance(error, EOFError):
+        reason = (
+            f"the SSH handshake did not finish (the server closed the connection or "
+            f"sent nothing for {CONNECT_TIMEOUT} s): check the host and port"
+        )
+    elif isinstance(error, FileNotFoundError) and error.filename:
+        reason = f"file {error.filename} not found: check SSH_KEY"
     elif isinstance(error, socket.gaierror):
         reason = "DNS lookup failed: check the host name"
     elif isinstance(error, (socket.timeout, TimeoutError)):
@@ -199,6 +216,13 @@ def unreachable(name: str, error: BaseException) -> HostUnreachable:
     return HostUnreachable(f"{name}: unreachable: {reason}")
 
 
+def bounded_transport(*args, **kwargs) -> paramiko.Transport:
+    """Return a paramiko Transport whose key exchange times out after CONNECT_TIMEOUT."""
+    transport = paramiko.Transport(*args, **kwargs)
+    transport.handshake_timeout = CONNECT_TIMEOUT
+    return transport
+
+
 def ssh_config(values: dict[str, str]) -> Config:
     """Build the Fabric config from the env file's SSH_* keys."""
     overrides: dict = {
@@ -209,11 +233,35 @@ def ssh_config(values: dict[str, str]) -> Config:
         overrides["user"] = values["SSH_USER"]
     if values.get("SSH_PORT"):
         overrides["port"] = int(values["SSH_PORT"])
+    # Without these, paramiko 5 waits 15 s for the server's greeting and for the
+    # key exchange, and 30 s for authentication, whatever the connect timeout.
+    overrides["connect_kwargs"] = {
+        "banner_timeout": CONNECT_TIMEOUT,
+        "auth_timeout": CONNECT_TIMEOUT,
+        "channel_timeout": CONNECT_TIMEOUT,
+        "transport_factory": bounded_transport,
+    }
     if values.get("SSH_KEY"):
-        overrides["connect_kwargs"] = {
-            "key_filename": [os.path.expanduser(values["SSH_KEY"])]
-        }
+        overrides["connect_kwargs"]["key_filename"] = [
+            os.path.expanduser(values["SSH_KEY"])
+        ]
     return Config(overrides=overrides)
+
+
+def load_known_hosts(client: paramiko.SSHClient, extra_file: str | None) -> None:
+    """Load ~/.ssh/known_hosts and the SSH_KNOWN_HOSTS file, or raise OpsError naming the file."""
+    path = None
+    try:
+        client.load_system_host_keys()
+        if extra_file:
+            path = os.path.expanduser(extra_file)
+            client.load_host_keys(path)
+    except (OSError, paramiko.hostkeys.InvalidHostKey) as error:
+        where = f"SSH_KNOWN_HOSTS file {path}" if path else "~/.ssh/known_hosts"
+        raise OpsError(
+            f"failed to load {where} ({type(error).__name__}): fix the setting, or "
+            f"the file, whose lines must be in the format that ssh-keyscan prints"
+        ) from None
 
 
 def connect(spec: str, values: dict[str, str] | None = None) -> Host:
@@ -231,10 +279,7 @@ def connect(spec: str, values: dict[str, str] | None = None) -> Host:
         )
     connection = Connection(spec, config=ssh_config(values))
     client = connection.client
-    client.load_system_host_keys()
-    known_hosts = values.get("SSH_KNOWN_HOSTS")
-    if known_hosts:
-        client.load_host_keys(os.path.expanduser(known_hosts))
+    load_known_hosts(client, values.get("SSH_KNOWN_HOSTS"))
     strict = values.get("SSH_STRICT_HOST_KEYS", "true").lower() != "false"
     policy = paramiko.RejectPolicy() if strict else paramiko.AutoAddPolicy()
     # Fabric sets AutoAddPolicy in its constructor; replace it before opening.
@@ -279,6 +324,8 @@ def fan_out(
 # --- Tasks -----------------------------------------------------------------
 
 MAX_CLOCK_OFFSET = 2.0  # seconds; SAML assertions fail on larger skew
+PROBE_COMMAND = "hostname && date -u +%s.%N"
+PROBE_TIMEOUT = 10  # seconds for PROBE_COMMAND on a host that is logged in to
 
 
 def all_host_specs(settings) -> list[str]:
@@ -290,7 +337,7 @@ def all_host_specs(settings) -> list[str]:
 def probe_host(host: Host) -> tuple[str, float]:
     """Return the host's name and its clock offset from this machine in seconds."""
     before = time.time()
-    result = host.run("hostname && date -u +%s.%N", check=True)
+    result = host.run(PROBE_COMMAND, check=True, timeout=PROBE_TIMEOUT)
     after = time.time()
     name, remote_time = result.stdout.split()
     return name, float(remote_time) - (before + after) / 2

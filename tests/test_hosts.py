@@ -1,8 +1,11 @@
 """Host targeting through a real sshd on loopback and on `local`."""
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +72,76 @@ def test_unreachable_port_named_without_traceback():
     message = str(caught.value)
     assert spec in message
     assert "connection refused" in message
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback port that accepts connections and then sends `greeting` only."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve(greeting: bytes) -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.sendall(greeting)
+            accepted.append(connection)
+
+    def start(greeting: bytes = b"") -> int:
+        threading.Thread(target=serve, args=(greeting,), daemon=True).start()
+        return listener.getsockname()[1]
+
+    yield start
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "greeting, reason",
+    [
+        (b"", "no SSH greeting within 2 s"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "handshake did not finish"),
+    ],
+)
+def test_silent_server_times_out(silent_port, monkeypatch, greeting, reason):
+    monkeypatch.setattr(hosts, "CONNECT_TIMEOUT", 2)
+    spec = f"root@127.0.0.1:{silent_port(greeting)}"
+    started = time.monotonic()
+    with pytest.raises(hosts.HostUnreachable) as caught:
+        hosts.connect(spec)
+    assert reason in str(caught.value)
+    assert spec in str(caught.value)
+    assert time.monotonic() - started < 6
+
+
+def test_missing_key_file_named(sshd, tmp_path):
+    values = {**sshd.env_values(), "SSH_KEY": str(tmp_path / "missing_key")}
+    with pytest.raises(hosts.HostUnreachable) as caught:
+        hosts.connect(sshd.spec(), values)
+    assert "missing_key not found: check SSH_KEY" in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [None, "not a known_hosts line\n"])
+def test_bad_known_hosts_named(sshd, tmp_path, content):
+    known_hosts = tmp_path / "known_hosts"
+    if content is not None:
+        known_hosts.write_text(content)
+    values = {**sshd.env_values(), "SSH_KNOWN_HOSTS": str(known_hosts)}
+    with pytest.raises(OpsError) as caught:
+        hosts.connect(sshd.spec(), values)
+    assert f"SSH_KNOWN_HOSTS file {known_hosts}" in str(caught.value)
+
+
+def test_probe_times_out_hung_command(remote, monkeypatch):
+    monkeypatch.setattr(hosts, "PROBE_COMMAND", "sleep 20; hostname; date +%s")
+    monkeypatch.setattr(hosts, "PROBE_TIMEOUT", 1)
+    started = time.monotonic()
+    with pytest.raises(OpsError, match="timed out after 1 s"):
+        hosts.probe_host(remote)
+    assert time.monotonic() - started < 10
 
 
 def test_unknown_host_key_rejected(sshd):
