@@ -4,7 +4,7 @@ import shlex
 import time
 
 from authops import output
-from authops.errors import CHANGED, FAILED, UNCHANGED, WOULD_CHANGE, OpsError
+from authops.errors import CHANGED, FAILED, OK, UNCHANGED, WOULD_CHANGE, OpsError
 from authops.hosts import Host
 from authops.settings import Settings
 from authops.stackaudit import append_audit
@@ -19,6 +19,9 @@ from authops.stacksecrets import (
 )
 from authops.stackwait import WaitResult, snapshot, wait_converged
 from authops.swarm import find_manager, run_docker, services_of_stack, short_name
+
+# Seconds a failed deploy waits at least for Swarm's rollback to serve again.
+ROLLBACK_SETTLE_MIN = 60
 
 DEPLOY_COMMAND_TIMEOUT = 300  # seconds for `docker stack deploy` itself
 REMOVE_WAIT = 120  # seconds to wait for removed services to disappear
@@ -147,12 +150,45 @@ def deploy_locked(
     result = wait_converged(host, stack, list(SERVICES), before, timeout)
     if not result.ok:
         summary = report_failures(result, "deploy")
+        wait_previous_serving(
+            host, stack, max(timeout - result.seconds, ROLLBACK_SETTLE_MIN)
+        )
         append_audit(host, "deploy", stack, settings.image, f"failed: {summary}")
         return False
     remove_unused_secrets(host, stack)
     output.status(stack, CHANGED, f"converged in {result.seconds:.0f} s")
     append_audit(host, "deploy", stack, settings.image, "ok")
     return True
+
+
+def wait_previous_serving(host: Host, stack: str, timeout: float) -> None:
+    """After a failed update, wait until Swarm's own rollback runs the previous version again.
+
+    With stop-first updates the old task was stopped before the new one
+    failed, so the previous version serves only once the rollback settled.
+    """
+    services = services_of_stack(host, stack)
+    rolling_back = [
+        short_name(service["Spec"]["Name"], stack)
+        for service in services
+        if (service.get("UpdateStatus") or {}).get("State", "").startswith("rollback")
+    ]
+    if not rolling_back:
+        return
+    output.phase(
+        f"waiting up to {timeout:.0f} s for the previous version of {', '.join(rolling_back)} to serve"
+    )
+    settled = wait_converged(
+        host, stack, rolling_back, snapshot(host, stack), timeout, rollback=True
+    )
+    if settled.ok:
+        output.status(stack, OK, "the previous version serves again")
+    else:
+        output.status(
+            stack,
+            FAILED,
+            "the previous version does not serve: check `invoke stack.status`",
+        )
 
 
 def rollback(
