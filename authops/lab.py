@@ -21,6 +21,7 @@ from authops.errors import OpsError
 from authops.labenv import (
     CA_CERT,
     CA_KEY,
+    CA_STORE_CERT,
     LAB_DIR,
     LAB_ROOT,
     LAB_URL,
@@ -56,9 +57,9 @@ def require_lab(settings: Settings) -> None:
 
 def ensure_certificates(settings: Settings) -> None:
     """Create the lab CA, the site certificate and the relay's certificate unless current."""
-    authority = load_or_create_authority(CA_CERT, CA_KEY)
-    # stack/lab.override.yml hands this copy to the containers as a Swarm config.
-    shutil.copyfile(CA_CERT, CA_KEY.parent / "ca.crt")
+    authority = load_or_create_authority(CA_STORE_CERT, CA_KEY)
+    CA_CERT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(CA_STORE_CERT, CA_CERT)
     live_dir = Path(settings.get("CERT_LIVE_ROOT")) / settings.domain
     site = write_lineage(authority, [settings.domain], live_dir)
     relay = write_lineage(

@@ -14,8 +14,11 @@ from authops.labpki import write_private
 
 LAB_ROOT = Path("/var/lib/authops-lab")
 LAB_DIR = REPO_ROOT / ".lab"  # files the operator uses: the CA certificate
-CA_CERT = LAB_DIR / "ca.crt"
+CA_CERT = LAB_DIR / "ca.crt"  # a copy for the operator, beside the checkout
 CA_KEY = LAB_ROOT / "ca" / "ca.key"
+# The CA's own certificate stays beside its key, so that every checkout on this
+# machine shares one lab CA; the lab override hands it to the containers.
+CA_STORE_CERT = LAB_ROOT / "ca" / "ca.crt"
 POSTGRES_DIR = LAB_ROOT / "postgres"
 POSTGRES_PASSWORD_FILE = LAB_ROOT / "postgres-superuser.password"
 SMTP_DIR = LAB_ROOT / "smtp"

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from authops.labenv import CA_CERT, CA_KEY, LAB_DIR, LAB_ROOT, POSTGRES_DIR
+from authops.labenv import (
+    CA_CERT,
+    CA_KEY,
+    CA_STORE_CERT,
+    LAB_DIR,
+    LAB_ROOT,
+    POSTGRES_DIR,
+)
 from authops.labpki import cert_pem, issue, key_pem, load_or_create_authority, now
 from authops.pgcluster import as_postgres, server_bin_dir
 from tests.support.envfiles import lab_values, render_env
@@ -168,7 +175,7 @@ def test_doctor_names_missing_backend(lab):
 
 
 def test_doctor_names_expired_certificate(lab):
-    authority = load_or_create_authority(CA_CERT, CA_KEY)
+    authority = load_or_create_authority(CA_STORE_CERT, CA_KEY)
     certificate, key = issue(
         authority,
         [DOMAIN],
@@ -191,7 +198,7 @@ def test_doctor_names_expired_certificate(lab):
 
 
 def test_certs_combine_refuses_expired_lineage(lab, tmp_path):
-    authority = load_or_create_authority(CA_CERT, CA_KEY)
+    authority = load_or_create_authority(CA_STORE_CERT, CA_KEY)
     certificate, key = issue(
         authority,
         [DOMAIN],
