@@ -82,7 +82,13 @@ def render_config(settings: Settings, template: Path | None = None) -> str:
     try:
         text = load_template(path).render(template_context(settings))
     except jinja2.TemplateNotFound:
-        raise OpsError(f"HAProxy template {path} not found") from None
+        raise OpsError(
+            f"HAProxy template {path} not found: give the path of a file with --template"
+        ) from None
+    except UnicodeDecodeError:
+        raise OpsError(
+            f"HAProxy template {path} is not valid UTF-8: re-save it as UTF-8"
+        ) from None
     except jinja2.TemplateSyntaxError as error:
         raise OpsError(
             f"HAProxy template {path} line {error.lineno}: {error.message}"

@@ -203,6 +203,14 @@ def test_render_syntax_error_names_line(make_env, tmp_path):
         render_config(load_settings("render"), template)
 
 
+def test_render_non_utf8_template_named(make_env, tmp_path):
+    make_env("render")
+    template = tmp_path / "latin1.cfg.j2"
+    template.write_bytes(b"global\n    # caf\xe9\n")
+    with pytest.raises(OpsError, match="not valid UTF-8"):
+        render_config(load_settings("render"), template)
+
+
 def test_describe_errors_names_line_and_text():
     text = "global\n    bogus-keyword 1\n"
     haproxy_output = (
