@@ -295,7 +295,7 @@ def certificate_outcome(certificate: InstalledCertificate) -> Outcome:
 
 @ops_task(help={"env": ENV_HELP})
 def check(c, env=None):
-    """Report expiry and key match of every certificate HAProxy loads on each host."""
+    """Report expiry, key match and SSO_DOMAIN cover of the certificates HAProxy loads."""
     settings = load_settings(env)
     directory = settings.get("HAPROXY_CERT_DIR")
     output.phase(f"checking {directory} on {', '.join(settings.haproxy_hosts)}")
@@ -309,10 +309,21 @@ def check(c, env=None):
                 errors.FAILED,
                 f"no certificate in {directory}: run `invoke certs.combine`",
             )
+        elif not any(covers(item, settings.domain) for item in certificates):
+            report.record(
+                spec,
+                errors.FAILED,
+                f"no certificate in {directory} covers {settings.domain}: "
+                f"run `invoke certs.combine`",
+            )
         for certificate in certificates or []:
             outcome = certificate_outcome(certificate)
             report.record(spec, outcome.state, outcome.detail)
     report.finish()
+
+
+def covers(certificate: InstalledCertificate, domain: str) -> bool:
+    return any(name_matches(name, domain) for name in certificate.inspection.names)
 
 
 ns = Collection("certs")

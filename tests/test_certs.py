@@ -396,6 +396,14 @@ def test_check_empty_folder_fails(certs_env, env_dir, tmp_path):
     assert "no certificate in" in result.stdout
 
 
+def test_check_other_domain_only_fails(ca, certs_env, env_dir, tmp_path):
+    leaf = issue(ca, ["other.example.org"])
+    install_pem(tmp_path / "certs", "other.pem", leaf.fullchain + leaf.privkey)
+    result = run_invoke("certs.check", "--env", ENV, env_dir=env_dir)
+    assert result.returncode == 1
+    assert f"covers {DOMAIN}" in result.stdout
+
+
 def test_collect_installed_for_doctor(ca, certs_env, tmp_path):
     leaf = issue(ca, [DOMAIN])
     install_pem(tmp_path / "certs", f"{DOMAIN}.pem", leaf.fullchain + leaf.privkey)
