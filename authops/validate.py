@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authops.envfile import ParsedEnv
-from authops.schema import KEYS, KEYS_BY_NAME, MIN_SECRET_KEY_LENGTH, MIN_TAG, Key
+from authops.output import MASK
+from authops.schema import (
+    KEYS,
+    KEYS_BY_NAME,
+    MIN_SECRET_KEY_LENGTH,
+    MIN_TAG,
+    SECRET_KEYS,
+    Key,
+)
 
 ERROR = "error"
 WARNING = "warning"
@@ -67,6 +75,8 @@ TAG_PATTERN = re.compile(
 )
 PLACEMENT_PATTERN = re.compile(r"^node\.[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+$")
 BOOL_VALUES = ("true", "false")
+# The start of a line that failed to parse: `KEY=`, maybe after `export`.
+BAD_LINE_KEY = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z0-9_.]+)\s*=")
 
 
 @dataclass
@@ -328,7 +338,7 @@ def _check_syntax(parsed: ParsedEnv) -> list[Problem]:
         problems.append(
             Problem(
                 "(file)",
-                f"{text.strip()[:60]!r} is not KEY=VALUE: fix or remove the line",
+                f"{shown_line(text)!r} is not KEY=VALUE: fix or remove the line",
                 line=line,
             )
         )
@@ -345,6 +355,21 @@ def _check_syntax(parsed: ParsedEnv) -> list[Problem]:
         else:
             seen[entry.key] = entry.line
     return problems
+
+
+def shown_line(text: str) -> str:
+    """Return the first line of a line that failed to parse, without a secret value.
+
+    A secret that failed to parse was never registered for redaction, so its
+    value is masked here. A quote left open takes in the lines after it, so
+    only the first line is shown.
+    """
+    lines = text.strip().splitlines()
+    first = lines[0][:60] if lines else ""
+    match = BAD_LINE_KEY.match(first)
+    if match and match["key"].upper() in SECRET_KEYS:
+        return f"{first[: match.end()]}{MASK}"
+    return first
 
 
 def _check_keys(parsed: ParsedEnv, values: dict[str, str]) -> list[Problem]:

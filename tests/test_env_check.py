@@ -200,6 +200,21 @@ def test_bad_line_named_by_number():
     assert bad[0].line == len(lab_values()) + 1
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        'AUTHENTIK_POSTGRESQL__PASSWORD="pw-5ecret-value\n',
+        "export SMTP_PASSWORD='pw-5ecret-value\n",
+        "SMTP_FROM='a@example.com\nSMTP_PASSWORD=pw-5ecret-value\n",
+    ],
+)
+def test_bad_line_hides_secret(line):
+    problems = problems_for({}, text_suffix=line)
+    bad = [str(p) for p in problems if "not KEY=VALUE" in p.message]
+    assert len(bad) == 1
+    assert "5ecret" not in bad[0]
+
+
 def test_windows_line_endings():
     text = render_env(lab_values()).replace("\n", "\r\n")
     problems = validate_env(parse_text(text))
