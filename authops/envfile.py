@@ -83,6 +83,11 @@ def parse_text(text: str) -> ParsedEnv:
 def read_env(name: str) -> tuple[Path, ParsedEnv]:
     """Read and parse `env/NAME.env`, or raise an error that says how to create it."""
     path = env_path(name)
+    if path.is_dir():
+        raise OpsError(
+            f"env file {path} is a directory: move it away, then create the env file "
+            f"with `invoke env.init --env {name}`"
+        )
     if not path.is_file():
         raise OpsError(
             f"env file {path} not found: create it with `invoke env.init --env {name}`, "

@@ -142,6 +142,13 @@ def test_init_folder_missing(env_dir):
     assert "Traceback" not in result.stderr
 
 
+def test_check_directory_named(env_dir):
+    (env_dir / "prod.env").mkdir()
+    result = run_invoke("env.check", "--env", "prod", env_dir=env_dir)
+    assert result.returncode == 1
+    assert "is a directory" in result.stderr
+
+
 def test_gitignore_keeps_real_env_files_out():
     ignored = subprocess.run(
         ["git", "check-ignore", "env/prod.env"],
