@@ -33,6 +33,10 @@ from authops.tasking import ENV_HELP, ops_task
 LOCAL = "local"
 CONNECT_TIMEOUT = 10  # seconds for the TCP connect and SSH handshake
 MAX_PARALLEL_HOSTS = 16
+# Seconds a command may run when the caller sets no timeout, so that one hung
+# host cannot hang a fan-out. NOTE: a remote command that times out is not
+# killed on the host; only the local wait ends.
+DEFAULT_COMMAND_TIMEOUT = 900
 
 T = TypeVar("T")
 
@@ -106,7 +110,9 @@ class Host:
 
         Pass secrets through `stdin`, never in `command`: command lines show
         in `ps` on the host. With `check`, a non-zero exit raises OpsError.
+        `timeout` defaults to DEFAULT_COMMAND_TIMEOUT seconds.
         """
+        timeout = timeout or DEFAULT_COMMAND_TIMEOUT
         try:
             raw = self.context.run(
                 command,

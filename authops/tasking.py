@@ -13,7 +13,7 @@ DRY_RUN_HELP = "Show what would change, and change nothing."
 
 
 def ops_task(*args, **kwargs):
-    """Declare an Invoke task whose OpsError becomes a one-line message and exit code.
+    """Declare an Invoke task whose OpsError or OSError becomes a one-line message and exit code.
 
     Takes the same arguments as `invoke.task`. Output is redacted.
     """
@@ -27,6 +27,10 @@ def ops_task(*args, **kwargs):
                 raise Exit(output.redact(f"error: {error}"), code=error.code) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted", code=130) from None
+            except OSError as error:
+                # A file or socket error that no step turned into an OpsError:
+                # still one line that names the path, not a traceback.
+                raise Exit(output.redact(f"error: {error}"), code=1) from None
 
         return task(*args, **kwargs)(wrapper)
 

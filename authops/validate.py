@@ -318,6 +318,7 @@ def validate_env(
     problems += _check_keys(parsed, values)
     problems += _check_smtp(values)
     problems += _check_relations(values)
+    problems += _check_example_hosts(values)
     if path is not None and env_name != "lab":
         problems += _check_mode(path)
     return problems
@@ -498,6 +499,39 @@ def _check_relations(values: dict[str, str]) -> list[Problem]:
                 Problem(
                     "STACK_OVERRIDE",
                     f"file {override!r} not found: give a path relative to the checkout",
+                )
+            )
+    return problems
+
+
+# Domains reserved for documentation (RFC 2606): a value under one of them was
+# copied from an example and reaches no real host.
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
+HOST_KEYS = (
+    "SSO_DOMAIN",
+    "SWARM_MANAGERS",
+    "SWARM_NODES",
+    "HAPROXY_HOSTS",
+    "AUTHENTIK_POSTGRESQL__HOST",
+    "NFS_SERVER",
+    "NFS_SSH_HOST",
+    "SMTP_FROM",
+)
+
+
+def _check_example_hosts(values: dict[str, str]) -> list[Problem]:
+    problems = []
+    for key in HOST_KEYS:
+        value = values.get(key, "").lower()
+        if any(
+            value.endswith(domain) or f"{domain}," in value or f"{domain}:" in value
+            for domain in EXAMPLE_DOMAINS
+        ):
+            problems.append(
+                Problem(
+                    key,
+                    "still names an example domain (example.com, .net, .org): set the real host",
+                    severity=WARNING,
                 )
             )
     return problems

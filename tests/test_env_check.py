@@ -307,3 +307,10 @@ def test_cli_default_from_ops_env(make_env, env_dir):
     result = run_invoke("env.check", env_dir=env_dir, OPS_ENV="staging")
     assert result.returncode == 0
     assert "staging.env" in result.stdout
+
+
+def test_example_domain_warned():
+    problems = problems_for({"SSO_DOMAIN": "sso.example.com"})
+    warned = [p for p in problems if p.key == "SSO_DOMAIN"]
+    assert warned[0].severity == WARNING
+    assert "example domain" in warned[0].message
