@@ -14,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from authops.errors import FAILED, OK, WARNING
 from authops.hosts import Host, fan_out
+from authops.netguard import check_lab_target
 from authops.postgres import (
     APPLICATION_NAME,
     CONNECT_TIMEOUT,
@@ -107,6 +108,8 @@ def client_command(host: Host, script: str) -> str | None:
 
 def run_checks(host: Host, database: Database) -> CheckRun | None:
     """Run sql/check.sql on the host as the application role; None if it has no client."""
+    if host.is_local:
+        check_lab_target(database.host)
     schema = f"authops_check_{secrets.token_hex(4)}"
     command = client_command(host, psql_script(database, schema))
     if command is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from authops.errors import OpsError
+from authops.netguard import check_lab_target
 from authops.postgres import (
     APPLICATION_NAME,
     CONNECT_TIMEOUT,
@@ -75,6 +76,7 @@ def conninfo(database: Database, dbname: str | None = None) -> str:
 
 
 def dump_command(database: Database) -> list[str]:
+    check_lab_target(database.host)
     return [
         "pg_dump",
         "--format=custom",

@@ -195,8 +195,17 @@ def check_services(settings: Settings) -> list[Check]:
             )
         ]
     checks = []
+    wanted = {
+        f"{settings.stack_name}_server": settings.number("SERVER_REPLICAS"),
+        f"{settings.stack_name}_worker": settings.number("WORKER_REPLICAS"),
+    }
     for service in services:
         detail = f"{service.running}/{service.desired} running, image {service.image}"
+        expected = wanted.get(service.name)
+        if expected is not None and service.desired != expected:
+            detail += f": scaled to {service.desired}, but the env file wants {expected}; run stack.deploy"
+            checks.append(Check(f"service {service.name}", errors.FAILED, detail))
+            continue
         if service.update_state:
             detail += f", update {service.update_state}"
         if service.healthy:

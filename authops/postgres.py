@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from authops import REPO_ROOT, output
 from authops.errors import OpsError
+from authops.netguard import check_lab_target
 from authops.settings import Database
 from authops.validate import IDENTIFIER_PATTERN
 
@@ -120,6 +121,7 @@ class Superuser:
             raise self._error(error) from None
 
     def _open(self, dbname: str) -> psycopg.Connection:
+        check_lab_target(self.host)
         parameters = {
             "host": self.host,
             "port": self.port,

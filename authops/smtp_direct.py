@@ -34,6 +34,7 @@ from pathlib import Path
 from authops import output
 from authops import smtp_diagnosis as diagnosis
 from authops.errors import FAILED, OK, WARNING, OpsError
+from authops.netguard import check_lab_target
 from authops.settings import Settings, Smtp
 from authops.validate import is_hostname_or_ip
 
@@ -246,6 +247,7 @@ class Session:
         )
 
     def connect(self) -> None:
+        check_lab_target(self.smtp.host)
         addresses = self.resolve()
         deadline = time.monotonic() + self.smtp.timeout
         errors: list[OSError] = []

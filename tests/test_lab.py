@@ -22,6 +22,8 @@ from authops.labenv import (
     POSTGRES_DIR,
 )
 from authops.labpki import cert_pem, issue, key_pem, load_or_create_authority, now
+from authops.localsvc import GWBRIDGE_GATEWAY
+from authops.netguard import is_local_address
 from authops.pgcluster import as_postgres, server_bin_dir
 from tests.support.envfiles import lab_values, render_env
 
@@ -67,7 +69,15 @@ def https_get(path: str, host: str = DOMAIN) -> int:
 
 
 def port_open(port: int) -> bool:
-    for address in ("127.0.0.1", "172.31.250.1"):
+    """Return whether something listens on the port, on loopback or the lab gateway.
+
+    The gateway is tried only while it is an address of this machine, so that
+    no connection leaves the machine once the bridge is gone.
+    """
+    addresses = ["127.0.0.1"]
+    if is_local_address(GWBRIDGE_GATEWAY):
+        addresses.append(GWBRIDGE_GATEWAY)
+    for address in addresses:
         try:
             with socket.create_connection((address, port), timeout=1):
                 return True
