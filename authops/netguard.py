@@ -2,8 +2,8 @@
 
 The lab's services listen on the host side of docker_gwbridge
 (172.31.250.1). Without that bridge the default route would send a
-connection to that address off this machine, so every connection to the lab
-subnet is checked first.
+connection to that address off this machine, so the tasks check the address
+before they connect to the database or the mail relay.
 """
 
 import ipaddress
