@@ -74,6 +74,12 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         help="Do not run `invoke lab.up` first; the lab must already be up.",
     )
     parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="Measure nothing: write the page from a results file of an earlier run.",
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         help="Where to write the page (default: docs/benchmarks.md, or beside the "
@@ -124,8 +130,18 @@ def run_scenarios(runs: dict[str, int], results: dict, log: Log) -> bool:
     return succeeded
 
 
+def render_saved(path: Path, page: Path | None) -> int:
+    """Write the page from an earlier run's results file."""
+    results = json.loads(path.read_text())
+    report.write(results, page or PAGE)
+    print(f"wrote {page or PAGE} from {path}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     arguments = parse_arguments(argv)
+    if arguments.render:
+        return render_saved(arguments.render, arguments.report)
     if os.geteuid() != 0:
         print("the bench drives the lab (dockerd, HAProxy, sshd): run it as root")
         return 1

@@ -99,6 +99,7 @@ def run_tool(env_dir: Path) -> dict:
         "wall_start": task.wall_ended - task.seconds,
         "reported_failure": "failed" in task.output and "rolled back" in task.output,
         "output_tail": progress_lines(task.output),
+        "output": task.output,
     }
 
 
@@ -121,6 +122,7 @@ def run_cli(stack_file: Path) -> dict:
         "wall_start": wall_start,
         "reported_failure": result.returncode != 0,
         "output_tail": progress_lines(result.stdout + result.stderr),
+        "output": result.stdout + result.stderr,
     }
 
 

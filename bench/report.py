@@ -209,8 +209,14 @@ def missed_section(results: dict) -> list[str]:
             )
     if reload_met(scenario(results, "reload")) is False:
         reasons.append("haproxy.reload, failed requests: see section 1.")
-    if exit_met(scenario(results, "detection")) is False:
+    detection_data = scenario(results, "detection")
+    if exit_met(detection_data) is False:
         reasons.append("Failure detection, exit code: see section 5.")
+    if detection_data and rollback_wait_timed_out(detection_data):
+        reasons.append(
+            "Failure detection, time to exit: stack.deploy waits for the rolled-back "
+            "version until a timeout, after the rollback has finished; see section 5."
+        )
     if not reasons:
         return []
     return ["Targets missed:", "", *[f"- {reason}" for reason in reasons], ""]
@@ -529,16 +535,38 @@ def detection_section(results: dict) -> list[str]:
             ],
         ],
     )
-    return lines + detection_notes(summary)
+    return lines + detection_notes(data)
 
 
-def detection_notes(summary: dict) -> list[str]:
+def rollback_wait_timed_out(data: dict) -> bool:
+    """Return whether a stack.deploy run waited in vain for the rolled-back version."""
+    for run in data["runs"]["tool"]:
+        text = run.get("output") or "\n".join(run.get("output_tail", []))
+        if "previous version does not serve" in text:
+            return True
+    return False
+
+
+def detection_notes(data: dict) -> list[str]:
+    summary = data["summary"]
     notes = []
-    if exit_met({"summary": summary}):
+    if exit_met(data):
         notes += [
             "stack.deploy polls each service's update state every 3 s and exits",
             "non-zero once every service has settled, naming each failed one with",
             "the task's error.",
+            "",
+        ]
+    if rollback_wait_timed_out(data):
+        notes += [
+            "In this run stack.deploy exited long after Swarm had finished the",
+            "rollback. After it reports the failure, it waits for the previous",
+            "version to serve again (`wait_previous_serving` in",
+            "authops/stackdeploy.py). That wait takes a new snapshot of the",
+            "services after the rollback has already completed, so the completed",
+            "rollback counts as an earlier update and the wait runs to its timeout",
+            "(DEPLOY_TIMEOUT minus the time already spent, at least 60 s) and",
+            'then reports "the previous version does not serve".',
             "",
         ]
     if summary["cli"]["exit_codes"] == [0]:

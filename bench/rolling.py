@@ -54,6 +54,7 @@ def deploy_once(env_dir: Path, settings, timeout: int) -> dict:
         "deploy_window": [result.offset(task.started), result.offset(task.ended)],
         "outage_seconds": outage(summary),
         "all": summary,
+        "output": task.output,
         "load": result.as_json(),
     }
 

@@ -299,3 +299,12 @@ def test_report_names_failed_scenario():
     results["scenarios"]["reload"] = {"error": "haproxy.reload did not reload"}
     text = report.render(results)
     assert "This scenario failed in this run: haproxy.reload did not reload" in text
+
+
+def test_report_explains_rollback_wait_timeout():
+    results = sample_results(hang_seconds=1.5)
+    tool_runs = results["scenarios"]["detection"]["runs"]["tool"]
+    tool_runs[0]["output"] = "[stack] failed: the previous version does not serve"
+    text = report.render(results)
+    assert "`wait_previous_serving`" in text
+    assert "Failure detection, time to exit" in text
