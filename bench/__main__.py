@@ -130,9 +130,24 @@ def run_scenarios(runs: dict[str, int], results: dict, log: Log) -> bool:
     return succeeded
 
 
+def resummarize(results: dict) -> None:
+    """Recompute each scenario's summary from its runs, with the current summaries."""
+    scenarios = results["scenarios"]
+    sources = {
+        "reload": (reload.summarize, "runs"),
+        "deploy": (rolling.summarize, "runs"),
+        "detection": (detection.summarize, "runs"),
+        "failover": (failover.summarize, "modes"),
+    }
+    for name, (summarize, key) in sources.items():
+        if key in scenarios.get(name, {}):
+            scenarios[name]["summary"] = summarize(scenarios[name][key])
+
+
 def render_saved(path: Path, page: Path | None) -> int:
     """Write the page from an earlier run's results file."""
     results = json.loads(path.read_text())
+    resummarize(results)
     report.write(results, page or PAGE)
     print(f"wrote {page or PAGE} from {path}")
     return 0
@@ -152,13 +167,15 @@ def main(argv: list[str]) -> int:
     results = {
         "mode": run_mode(arguments),
         "runs": runs,
-        "machine": machine.describe(),
+        "machine": {},
         "scenarios": {},
         "versions": {},
         "results_file": f"{stamp}.json",
     }
     if NEEDS_LAB & set(names) and not arguments.skip_lab_up:
         lab_up(log)
+    # After lab.up, which starts dockerd: `docker version` needs the daemon.
+    results["machine"] = machine.describe()
     succeeded = run_scenarios(runs, results, log)
 
     overhead_data = results["scenarios"].get("overhead", {})

@@ -355,6 +355,10 @@ def deploy_section(results: dict) -> list[str]:
             ["requests sent", count(summary["sent"])],
             ["requests failed", count(summary["failed"])],
             ["first to last failed request", seconds(summary["outage_seconds"])],
+            [
+                "slowest successful request",
+                seconds(summary.get("latency_max"), 2),
+            ],
         ],
     )
     if data["server_update_order"] == "stop-first":
@@ -364,7 +368,10 @@ def deploy_section(results: dict) -> list[str]:
             "`order: stop-first`: a new task cannot bind the port while the old one",
             "holds it. Swarm stops the only server task before the new one starts,",
             "and requests fail until the new task answers and HAProxy's check puts",
-            "it back. The failures follow from the lab having a single node. With a",
+            "it back. HAProxy retries a refused connection up to 3 times, so a",
+            "request survives a short gap and only shows as a slow response; a",
+            "longer gap ends in a 503. The failures follow from the lab having a",
+            "single node. With a",
             "second node in SWARM_NODES (and one server replica) the order becomes",
             "start-first and the same bench measures that instead.",
             "",

@@ -108,4 +108,5 @@ def summarize(results: list[dict]) -> dict:
         "sent": spread([run["all"]["sent"] for run in results]),
         "failed": spread([run["all"]["failed"] for run in results]),
         "outage_seconds": spread([run["outage_seconds"] for run in results]),
+        "latency_max": spread([run["all"]["latency_max"] for run in results]),
     }
