@@ -17,11 +17,12 @@ from authops.stacksecrets import (
     existing_secrets,
     remove_unused_secrets,
 )
+from authops.stackstatus import stack_health
 from authops.stackwait import WaitResult, snapshot, wait_converged
 from authops.swarm import find_manager, run_docker, services_of_stack, short_name
 
-# Seconds a failed deploy waits at least for Swarm's rollback to serve again.
-ROLLBACK_SETTLE_MIN = 60
+# Seconds a failed deploy waits for Swarm's rollback to run the old tasks again.
+ROLLBACK_SETTLE = 90
 
 DEPLOY_COMMAND_TIMEOUT = 300  # seconds for `docker stack deploy` itself
 REMOVE_WAIT = 120  # seconds to wait for removed services to disappear
@@ -150,9 +151,7 @@ def deploy_locked(
     result = wait_converged(host, stack, list(SERVICES), before, timeout)
     if not result.ok:
         summary = report_failures(result, "deploy")
-        wait_previous_serving(
-            host, stack, max(timeout - result.seconds, ROLLBACK_SETTLE_MIN)
-        )
+        wait_previous_serving(host, stack, ROLLBACK_SETTLE)
         append_audit(host, "deploy", stack, settings.image, f"failed: {summary}")
         return False
     remove_unused_secrets(host, stack)
@@ -165,30 +164,35 @@ def wait_previous_serving(host: Host, stack: str, timeout: float) -> None:
     """After a failed update, wait until Swarm's own rollback runs the previous version again.
 
     With stop-first updates the old task was stopped before the new one
-    failed, so the previous version serves only once the rollback settled.
+    failed, so the previous version serves only once its tasks run again.
     """
-    services = services_of_stack(host, stack)
     rolling_back = [
-        short_name(service["Spec"]["Name"], stack)
-        for service in services
+        service["Spec"]["Name"]
+        for service in services_of_stack(host, stack)
         if (service.get("UpdateStatus") or {}).get("State", "").startswith("rollback")
     ]
     if not rolling_back:
         return
     output.phase(
-        f"waiting up to {timeout:.0f} s for the previous version of {', '.join(rolling_back)} to serve"
+        f"waiting up to {timeout:.0f} s for the previous version of {', '.join(rolling_back)} to run"
     )
-    settled = wait_converged(
-        host, stack, rolling_back, snapshot(host, stack), timeout, rollback=True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = {service.name: service for service in stack_health(host, stack)}
+        waiting = [
+            name
+            for name in rolling_back
+            if name in health and health[name].running < health[name].desired
+        ]
+        if not waiting:
+            output.status(stack, OK, "the previous version runs again")
+            return
+        time.sleep(2)
+    output.status(
+        stack,
+        FAILED,
+        "the previous version does not run yet: check `invoke stack.status`",
     )
-    if settled.ok:
-        output.status(stack, OK, "the previous version serves again")
-    else:
-        output.status(
-            stack,
-            FAILED,
-            "the previous version does not serve: check `invoke stack.status`",
-        )
 
 
 def rollback(
