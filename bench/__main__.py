@@ -31,8 +31,8 @@ SCENARIOS = {
 }
 NEEDS_LAB = {"overhead", "reload", "deploy", "detection"}
 # Runs per scenario. The slow ones (a deploy takes about 40 s, a failover
-# run up to 150 s) run fewer times, which keeps `make bench` near 15 minutes
-# on 2 cores.
+# run up to 150 s) run fewer times, to keep `make bench` within about 20
+# minutes on 2 cores.
 RUNS = {
     "full": {"overhead": 5, "reload": 5, "deploy": 3, "detection": 3, "failover": 3},
     "quick": {"overhead": 2, "reload": 2, "deploy": 1, "detection": 1, "failover": 1},

@@ -185,6 +185,7 @@ def summary_rows(results: dict) -> list[list[str]]:
 def missed_section(results: dict) -> list[str]:
     """List each missed target with the reason, which its section explains in full."""
     reasons = []
+
     deploy_data = scenario(results, "deploy")
     if deploy_met(deploy_data) is False:
         reason = (
@@ -193,6 +194,7 @@ def missed_section(results: dict) -> list[str]:
             else "see section 2"
         )
         reasons.append(f"Rolling deploy, failed requests: {reason}; see section 2.")
+
     failover_data = scenario(results, "failover")
     for mode in MODES:
         if detection_met(failover_data, mode) is False:
@@ -204,9 +206,12 @@ def missed_section(results: dict) -> list[str]:
             )
         if lost_met(failover_data, mode) is False:
             reasons.append(
-                f"Failover ({mode}), requests lost: requests already on the failed "
+                f"Failover ({mode}), requests lost: requests already on the hung "
                 "node when it was marked DOWN; see section 3."
+                if mode == "hang"
+                else f"Failover ({mode}), requests lost: see section 3."
             )
+
     if reload_met(scenario(results, "reload")) is False:
         reasons.append("haproxy.reload, failed requests: see section 1.")
     detection_data = scenario(results, "detection")
@@ -217,6 +222,7 @@ def missed_section(results: dict) -> list[str]:
             "Failure detection, time to exit: stack.deploy waits for the rolled-back "
             "version until a timeout, after the rollback has finished; see section 5."
         )
+
     if not reasons:
         return []
     return ["Targets missed:", "", *[f"- {reason}" for reason in reasons], ""]
