@@ -13,7 +13,9 @@ from authops.tasking import DRY_RUN_HELP, ENV_HELP, ops_task
 # authentik's image runs as UID and GID 1000. With root_squash the server,
 # not the clients, must hand the directories to that user.
 AUTHENTIK_OWNER = "1000:1000"
-DIRECTORY_MODE = "750"
+# The mode of these directories in authentik's image: Docker copies it onto an
+# empty volume when a container first mounts it, so any other mode would flip.
+DIRECTORY_MODE = "755"
 
 
 def directory_states(host: Host, paths: list[str]) -> dict[str, str | None]:

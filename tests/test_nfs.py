@@ -48,7 +48,7 @@ def test_prepare_creates_owned_directories(nfs_env, env_dir):
     for name in ("media", "templates", "certs"):
         info = (nfs_env / name).stat()
         assert (info.st_uid, info.st_gid) == (1000, 1000)
-        assert oct(info.st_mode & 0o777) == "0o750"
+        assert oct(info.st_mode & 0o777) == "0o755"
     assert result.stdout.count("] changed") == 3
 
 
