@@ -10,6 +10,7 @@ exit code is 1.
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -115,8 +116,10 @@ def run_mode(arguments: argparse.Namespace) -> str:
     return "--quick" if arguments.quick else "full"
 
 
-def run_scenarios(runs: dict[str, int], results: dict, log: Log) -> bool:
-    """Run each scenario in turn; return whether all of them succeeded."""
+def run_scenarios(
+    runs: dict[str, int], results: dict, log: Log, json_path: Path
+) -> bool:
+    """Run each scenario in turn, saving the results after each; return whether all succeeded."""
     succeeded = True
     for name, count in runs.items():
         log(f"scenario {name}: {count} run(s)")
@@ -127,7 +130,19 @@ def run_scenarios(runs: dict[str, int], results: dict, log: Log) -> bool:
             log(f"scenario {name} failed: {error}")
             results["scenarios"][name] = {"error": str(error).splitlines()[0]}
             succeeded = False
+        save(results, json_path, log)
     return succeeded
+
+
+def save(results: dict, json_path: Path, log: Log) -> None:
+    results["duration_seconds"] = time.monotonic() - log.started
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that each scenario's clean-up still runs."""
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
 
 
 def resummarize(results: dict) -> None:
@@ -172,19 +187,18 @@ def main(argv: list[str]) -> int:
         "versions": {},
         "results_file": f"{stamp}.json",
     }
+    exit_on_sigterm()
+    json_path = RESULTS_DIR / results["results_file"]
     if NEEDS_LAB & set(names) and not arguments.skip_lab_up:
         lab_up(log)
     # After lab.up, which starts dockerd: `docker version` needs the daemon.
     results["machine"] = machine.describe()
-    succeeded = run_scenarios(runs, results, log)
+    succeeded = run_scenarios(runs, results, log, json_path)
 
     overhead_data = results["scenarios"].get("overhead", {})
     if "bootstrap" in overhead_data:
         results["versions"]["ansible"] = overhead_data["bootstrap"]["ansible_version"]
-    results["duration_seconds"] = time.monotonic() - log.started
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS_DIR / results["results_file"]
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    save(results, json_path, log)
     page = arguments.report or (
         json_path.with_suffix(".md") if arguments.only else PAGE
     )

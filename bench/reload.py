@@ -4,8 +4,9 @@ Each run renders a configuration that differs from the installed one (it
 flips HAPROXY_STICKY in a copy of env/lab.env), so every reload installs a
 new file and starts new workers. The load runs from LEAD seconds before the
 task starts until LEAD seconds after it exits. Runs alternate between the
-flipped and the original value. When the number of runs is odd, an extra
-reload at the end, not measured, puts the lab's own configuration back.
+flipped and the original value. A reload with env/lab.env itself at the
+end, not measured, puts the lab's own configuration back, also when a run
+fails.
 """
 
 import re
@@ -53,27 +54,24 @@ def run(runs: int, log=print) -> dict:
     original = settings.get("HAPROXY_STICKY")
     flipped = "false" if original == "true" else "true"
     results = []
-    with tempfile.TemporaryDirectory(prefix="authops-bench-reload-") as temporary:
-        env_dir = Path(temporary)
-        for number in range(runs):
-            value = flipped if number % 2 == 0 else original
-            write_lab_copy(env_dir, HAPROXY_STICKY=value)
-            settle(settings.stack_name, lab_target(settings), log)
-            figures = reload_once(env_dir, settings, log)
-            figures["sticky"] = value
-            results.append(figures)
-            log(
-                f"reload run {number + 1}/{runs}: {figures['all']['sent']} sent, "
-                f"{figures['all']['failed']} failed, "
-                f"{figures['during']['sent']} during the reload "
-                f"({figures['reload_seconds']:.1f} s)"
-            )
-    if runs % 2 == 1:
-        restored = invoke("haproxy.reload", "--env", "lab", timeout=120)
-        if restored.exit_code != 0:
-            raise RuntimeError(
-                f"restoring the lab's HAProxy failed:\n{restored.output}"
-            )
+    try:
+        with tempfile.TemporaryDirectory(prefix="authops-bench-reload-") as temporary:
+            env_dir = Path(temporary)
+            for number in range(runs):
+                value = flipped if number % 2 == 0 else original
+                write_lab_copy(env_dir, HAPROXY_STICKY=value)
+                settle(settings.stack_name, lab_target(settings), log)
+                figures = reload_once(env_dir, settings, log)
+                figures["sticky"] = value
+                results.append(figures)
+                log(
+                    f"reload run {number + 1}/{runs}: {figures['all']['sent']} sent, "
+                    f"{figures['all']['failed']} failed, "
+                    f"{figures['during']['sent']} during the reload "
+                    f"({figures['reload_seconds']:.1f} s)"
+                )
+    finally:
+        restore_lab_config(log)
     target = lab_target(settings)
     return {
         "runs": results,
@@ -82,6 +80,13 @@ def run(runs: int, log=print) -> dict:
         "lead": LEAD,
         "target": f"{target.address}:{target.port}",
     }
+
+
+def restore_lab_config(log) -> None:
+    """Reload with env/lab.env itself; it reports unchanged when nothing differs."""
+    restored = invoke("haproxy.reload", "--env", "lab", timeout=120)
+    if restored.exit_code != 0:
+        log(f"restoring the lab's HAProxy configuration failed:\n{restored.output}")
 
 
 def summarize(results: list[dict]) -> dict:

@@ -6,8 +6,8 @@ The load runs from LEAD seconds before the task until TAIL seconds after it
 exits. Time to converge is the task's run time from start to exit 0, and
 the task's own "converged in N s" (the wait after `docker stack deploy`) is
 kept beside it. Runs alternate between the changed and the original value.
-When the number of runs is odd, an extra deploy at the end, not measured,
-restores the lab's own setting.
+A deploy of env/lab.env itself at the end, not measured, restores the lab's
+own setting, also when a run fails.
 
 The order in which Swarm replaces the server task follows from the env file
 (authops.stackfile.server_update_order): with host-mode ports and as many
@@ -72,24 +72,23 @@ def run(runs: int, log=print) -> dict:
     changed = str(int(original) + 1)
     timeout = settings.number("DEPLOY_TIMEOUT") + 300
     results = []
-    with tempfile.TemporaryDirectory(prefix="authops-bench-deploy-") as temporary:
-        env_dir = Path(temporary)
-        for number in range(runs):
-            value = changed if number % 2 == 0 else original
-            write_lab_copy(env_dir, SMTP_TIMEOUT=value)
-            settle(settings.stack_name, lab_target(settings), log)
-            figures = deploy_once(env_dir, settings, timeout)
-            figures["smtp_timeout"] = value
-            results.append(figures)
-            log(
-                f"deploy run {number + 1}/{runs}: converged after "
-                f"{figures['deploy_seconds']:.0f} s, {figures['all']['sent']} sent, "
-                f"{figures['all']['failed']} failed over {figures['outage_seconds']:.1f} s"
-            )
-    if runs % 2 == 1:
-        restored = invoke("stack.deploy", "--env", "lab", timeout=timeout)
-        if restored.exit_code != 0:
-            raise RuntimeError(f"restoring the lab's stack failed:\n{restored.output}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="authops-bench-deploy-") as temporary:
+            env_dir = Path(temporary)
+            for number in range(runs):
+                value = changed if number % 2 == 0 else original
+                write_lab_copy(env_dir, SMTP_TIMEOUT=value)
+                settle(settings.stack_name, lab_target(settings), log)
+                figures = deploy_once(env_dir, settings, timeout)
+                figures["smtp_timeout"] = value
+                results.append(figures)
+                log(
+                    f"deploy run {number + 1}/{runs}: converged after "
+                    f"{figures['deploy_seconds']:.0f} s, {figures['all']['sent']} sent, "
+                    f"{figures['all']['failed']} failed over {figures['outage_seconds']:.1f} s"
+                )
+    finally:
+        restore_lab_stack(timeout, log)
     return {
         "runs": results,
         "nodes": len(settings.nodes),
@@ -98,6 +97,13 @@ def run(runs: int, log=print) -> dict:
         "summary": summarize(results),
         "rate": RATE,
     }
+
+
+def restore_lab_stack(timeout: int, log) -> None:
+    """Deploy env/lab.env itself; it reports unchanged when nothing differs."""
+    restored = invoke("stack.deploy", "--env", "lab", timeout=timeout)
+    if restored.exit_code != 0:
+        log(f"restoring the lab's stack failed:\n{restored.output}")
 
 
 def summarize(results: list[dict]) -> dict:
