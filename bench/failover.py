@@ -361,6 +361,7 @@ def run(runs: int, log=print) -> dict:
                         results,
                         log,
                     ),
+                    daemon=True,  # an interrupted bench must not wait for them
                 )
                 for mode in MODES
             ]
