@@ -4,7 +4,7 @@ VENV := .venv
 INVOKE := $(VENV)/bin/invoke
 PYTEST := $(VENV)/bin/pytest
 RUFF := $(VENV)/bin/ruff
-PYTHON_FILES := authops tests tasks.py
+PYTHON_FILES := authops bench tests tasks.py
 
 .PHONY: setup lab lab-down test lint format bench
 

@@ -81,7 +81,7 @@ def parse_text(text: str) -> ParsedEnv:
 
 
 def read_env(name: str) -> tuple[Path, ParsedEnv]:
-    """Read and parse `env/NAME.env`, or raise an error that says how to create it."""
+    """Read and parse `env/NAME.env`, or raise an error that names the command that creates it."""
     path = env_path(name)
     if path.is_dir():
         raise OpsError(

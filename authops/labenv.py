@@ -1,7 +1,7 @@
 """Where the lab keeps its state, and the services it runs on this machine.
 
-The lab's settings come from env/lab.env like any deployment's; this module
-holds only what production does not have: the lab's own database server,
+The lab's settings come from env/lab.env like any deployment's. This module
+contains only what production does not have: the lab's own database server,
 mail server and certificate authority.
 """
 

@@ -81,7 +81,7 @@ def dockerd_running() -> bool:
 
 
 def ensure_dockerd() -> None:
-    """Start dockerd unless it answers, and make this machine a single-node swarm."""
+    """Start dockerd unless it responds, and make this machine a single-node swarm."""
     if shutil.which("dockerd") is None:
         raise OpsError(
             "dockerd not found: run `make setup` as root (installs Debian's docker.io)"

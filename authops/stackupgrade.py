@@ -183,7 +183,7 @@ def finish_unchanged(
     """Handle a target that the stack already runs: at most the env file changes."""
     if not current.deployed:
         raise OpsError(
-            f"stack {settings.stack_name} is not deployed and the env file already says "
+            f"stack {settings.stack_name} is not deployed and the env file already sets "
             f"{TAG_KEY}={tag}: deploy it with `invoke stack.deploy --env {settings.env_name}`"
         )
     output.status(settings.stack_name, UNCHANGED, f"the services already run {tag}")
