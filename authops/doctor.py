@@ -6,6 +6,7 @@ broken part does not hide the state of the rest.
 """
 
 import shlex
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -211,6 +212,13 @@ def check_services(settings: Settings) -> list[Check]:
         if service.healthy:
             checks.append(Check(f"service {service.name}", errors.OK, detail))
             continue
+        waiting = Counter(
+            task.state for task in service.tasks if task.state != "running"
+        )
+        if waiting:
+            detail += "; tasks " + ", ".join(
+                f"{count} {state}" for state, count in sorted(waiting.items())
+            )
         errors_seen = sorted({task.error for task in service.tasks if task.error})
         if errors_seen:
             detail += f"; task error: {errors_seen[0]}"

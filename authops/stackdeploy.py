@@ -136,6 +136,11 @@ def deploy_locked(
     plan = current_plan(host, rendered, stack)
     show_plan(plan, prune)
     if not needs_deploy(plan, prune):
+        if not wait_unchanged_running(host, stack, timeout):
+            append_audit(
+                host, "deploy", stack, settings.image, "unchanged, not running"
+            )
+            return False
         remove_unused_secrets(host, stack)
         output.status(stack, UNCHANGED, "the running services match the stack file")
         append_audit(host, "deploy", stack, settings.image, "unchanged")
@@ -157,6 +162,28 @@ def deploy_locked(
     remove_unused_secrets(host, stack)
     output.status(stack, CHANGED, f"converged in {result.seconds:.0f} s")
     append_audit(host, "deploy", stack, settings.image, "ok")
+    return True
+
+
+def wait_unchanged_running(host: Host, stack: str, timeout: int) -> bool:
+    """Wait until every task of an unchanged stack runs; False when one does not in time.
+
+    A spec that matches the stack file can still have a task that is not
+    running: after a node or dockerd restart, or while Swarm restarts a
+    crashed task. Reporting "unchanged" then would let the next step (a
+    HAProxy reload, doctor) find a service down.
+    """
+    if all(service.healthy for service in stack_health(host, stack)):
+        return True
+    output.phase(
+        f"the spec of {stack} is unchanged, but not every task runs: "
+        f"waiting up to {timeout} s"
+    )
+    result = wait_converged(host, stack, list(SERVICES), snapshot(host, stack), timeout)
+    if not result.ok:
+        report_failures(result, "start")
+        return False
+    output.status(stack, OK, f"every task runs after {result.seconds:.0f} s")
     return True
 
 

@@ -129,6 +129,19 @@ def test_second_deploy_changes_nothing(lab, capsys):
     assert audit_lines(lab.stack)[-1].endswith("result=unchanged")
 
 
+def test_unchanged_deploy_waits_for_restart(lab, capsys):
+    """A killed task makes an unchanged deploy wait until Swarm runs it again."""
+    before = versions(lab)
+    docker("kill", *running_containers(f"{lab.stack}_server"))
+    assert deploy(settings_for(lab), TIMEOUT, False)
+    out = capsys.readouterr().out
+    assert "not every task runs" in out
+    assert f"[{lab.stack}] unchanged" in out
+    assert versions(lab) == before
+    health = {service.name: service for service in service_health(settings_for(lab))}
+    assert health[f"{lab.stack}_server"].healthy
+
+
 def test_dollar_reaches_service_once(lab):
     assert service_env(lab, "server")["AUTHENTIK_EMAIL__USERNAME"] == SMTP_USERNAME
 
