@@ -89,7 +89,12 @@ def update_env_file(
 
 
 def replace_file(path: Path, text: str) -> None:
-    """Write `text` to a temporary file with the mode and owner of `path`, then rename it over."""
+    """Write `text` to a temporary file with the mode and owner of `path`, then rename it over.
+
+    A symbolic link (an env file kept in a private repository, say) stays a
+    link: the file it points to is replaced.
+    """
+    path = Path(os.path.realpath(path))
     info = path.stat()
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     descriptor = os.open(
