@@ -223,6 +223,13 @@ def combine(
             f"certbot renewed {skipped}, which does not cover {request.domain}: nothing to do",
         )
         return
+    configured = settings.get("HAPROXY_CERT_DIR").rstrip("/")
+    if request.out_dir.rstrip("/") != configured:
+        output.warn(
+            f"--out-dir {request.out_dir} is not HAPROXY_CERT_DIR ({configured}), the folder "
+            "HAProxy loads certificates from: it will not serve this file; set "
+            "HAPROXY_CERT_DIR instead"
+        )
     output.phase(
         f"installing {request.live_dir} as {request.target} on {', '.join(targets)}"
     )

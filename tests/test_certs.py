@@ -172,6 +172,20 @@ def test_combine_second_run_unchanged(ca, certs_env, env_dir, tmp_path):
     assert "[local] unchanged" in again.stdout
 
 
+def test_combine_other_out_dir_warned(ca, certs_env, env_dir, tmp_path):
+    live = write_lineage(tmp_path / "live", issue(ca, [DOMAIN]))
+    elsewhere = tmp_path / "elsewhere"
+    result = combine(env_dir, live, "--out-dir", str(elsewhere), "--dry-run")
+    assert result.returncode == 0, output_of(result)
+    assert f"--out-dir {elsewhere} is not HAPROXY_CERT_DIR" in output_of(result)
+
+
+def test_combine_default_out_dir_not_warned(ca, certs_env, env_dir, tmp_path):
+    live = write_lineage(tmp_path / "live", issue(ca, [DOMAIN]))
+    result = combine(env_dir, live, "--dry-run")
+    assert "is not HAPROXY_CERT_DIR" not in output_of(result)
+
+
 def test_combine_restores_mode_without_rewrite(ca, certs_env, env_dir, tmp_path):
     live = write_lineage(tmp_path / "live", issue(ca, [DOMAIN]))
     combine(env_dir, live)
