@@ -8,6 +8,7 @@ Unknown host keys are rejected unless SSH_STRICT_HOST_KEYS=false.
 
 import io
 import logging
+import math
 import os
 import shlex
 import socket
@@ -34,9 +35,15 @@ LOCAL = "local"
 CONNECT_TIMEOUT = 10  # seconds for the TCP connect and SSH handshake
 MAX_PARALLEL_HOSTS = 16
 # Seconds a command may run when the caller sets no timeout, so that one hung
-# host cannot hang a fan-out. NOTE: a remote command that times out is not
-# killed on the host; only the local wait ends.
+# host cannot hang a fan-out.
 DEFAULT_COMMAND_TIMEOUT = 900
+# On a remote host, coreutils' `timeout` ends the command (and its process
+# group) at the timeout and kills it KILL_AFTER seconds later if it is still
+# there. The local wait lasts LOCAL_WAIT_EXTRA seconds longer, so it ends the
+# wait only when the connection itself hangs.
+KILL_AFTER = 5
+LOCAL_WAIT_EXTRA = 10
+TIMED_OUT_EXIT = 124  # the exit code of `timeout` when it ended the command
 
 T = TypeVar("T")
 
@@ -113,21 +120,30 @@ class Host:
         `timeout` defaults to DEFAULT_COMMAND_TIMEOUT seconds.
         """
         timeout = timeout or DEFAULT_COMMAND_TIMEOUT
+        timed_out = OpsError(
+            f"{self.name}: command timed out after {timeout} s: {command}"
+        )
+        sent, wait = command, timeout
+        if not self.is_local:
+            sent = remote_command(command, timeout)
+            wait = timeout + KILL_AFTER + LOCAL_WAIT_EXTRA
+        started = time.monotonic()
         try:
             raw = self.context.run(
-                command,
+                sent,
                 hide=True,
                 warn=True,
                 in_stream=io.StringIO(stdin or ""),
-                timeout=timeout,
+                timeout=wait,
                 pty=False,
             )
         except CommandTimedOut:
-            raise OpsError(
-                f"{self.name}: command timed out after {timeout} s: {command}"
-            ) from None
+            raise timed_out from None
         except (OSError, paramiko.SSHException, EOFError) as error:
             raise unreachable(self.name, error) from None
+        elapsed = time.monotonic() - started
+        if sent != command and raw.exited == TIMED_OUT_EXIT and elapsed >= timeout:
+            raise timed_out
         result = CommandResult(command, raw.exited, raw.stdout, raw.stderr)
         if check and not result.ok:
             raise OpsError(f"{self.name}: `{command}` failed: {result.error_text()}")
@@ -183,6 +199,12 @@ class Host:
     def close(self) -> None:
         if isinstance(self.context, Connection):
             self.context.close()
+
+
+def remote_command(command: str, timeout: float) -> str:
+    """Wrap `command` so that the remote host itself ends it after `timeout` seconds."""
+    seconds = max(1, math.ceil(timeout))
+    return f"timeout -k {KILL_AFTER} {seconds} sh -c {shlex.quote(command)}"
 
 
 def unreachable(name: str, error: BaseException) -> HostUnreachable:

@@ -144,6 +144,17 @@ def test_probe_times_out_hung_command(remote, monkeypatch):
     assert time.monotonic() - started < 10
 
 
+def test_timed_out_remote_command_killed(remote):
+    marker = f"authops-hung-{os.getpid()}"
+    started = time.monotonic()
+    with pytest.raises(OpsError, match="timed out after 1 s"):
+        remote.run(f"sh -c 'sleep 60; echo {marker}' & wait", timeout=1)
+    assert time.monotonic() - started < 10
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", f"echo {marker}"], capture_output=True)
+    assert left.stdout == b""
+
+
 def test_unknown_host_key_rejected(sshd):
     values = {"SSH_KEY": str(sshd.client_key), "SSH_STRICT_HOST_KEYS": "true"}
     with pytest.raises(hosts.HostUnreachable, match="host key"):
