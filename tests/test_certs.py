@@ -6,14 +6,14 @@ import sys
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from authops import hosts
 from authops.certinspect import WARN_DAYS, inspect, name_matches
 from authops.certs import collect_installed
 from authops.haproxy import start_haproxy
+from authops.labpki import generate_key, key_pem, now
 from authops.settings import load_settings
-from tests.support.certificates import DAY, issue, make_ca, now, write_lineage
+from tests.support.certificates import DAY, issue, make_ca, write_lineage
 from tests.support.haproxylab import DOMAIN, REPO, make_bench, run_invoke
 
 ENV = "certs"
@@ -25,11 +25,7 @@ def ca():
 
 
 def other_key() -> bytes:
-    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    return key_pem(generate_key())
 
 
 @pytest.mark.parametrize(
@@ -100,11 +96,7 @@ def test_inspect_missing_key_rejected(ca):
 
 def test_inspect_encrypted_key_rejected(ca):
     leaf = issue(ca, [DOMAIN])
-    encrypted = leaf.key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"passphrase"),
-    )
+    encrypted = key_pem(leaf.key, password=b"passphrase")
     result = inspect(leaf.fullchain, encrypted, DOMAIN)
     assert any("encrypted" in message for message in result.errors)
 

@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authops.labpki import Authority, cert_pem, key_pem, write_private
 from authops.localsvc import free_port, wait_for_port
-from tests.support.certificates import Authority, cert_pem, issue, key_pem, make_ca
+from tests.support.certificates import issue, make_ca
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DOMAIN = "sso.lab.test"
@@ -144,10 +145,8 @@ class Bench:
     def install_certificate(self) -> None:
         """Put a PEM for DOMAIN (chain, then key) into the cert folder, mode 600."""
         leaf = issue(self.ca, [DOMAIN])
-        self.cert_dir.mkdir(parents=True, exist_ok=True)
         target = self.cert_dir / f"{DOMAIN}.pem"
-        target.touch(mode=0o600)
-        target.write_bytes(leaf.fullchain + leaf.privkey)
+        write_private(target, leaf.fullchain + leaf.privkey)
 
     def master_pid(self) -> int | None:
         try:
