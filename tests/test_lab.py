@@ -257,7 +257,10 @@ def test_down_leaves_nothing_behind(lab):
     assert open_ports == []
     docker = subprocess.run(["docker", "info"], capture_output=True, text=True)
     assert docker.returncode != 0
+    # Only the lab's own processes: other tests may run a relay or HAProxy of their own.
     processes = subprocess.run(
-        ["pgrep", "-f", "authops.labsmtp|haproxy -W"], capture_output=True, text=True
+        ["pgrep", "-f", f"authops.labsmtp .*{LAB_ROOT}|haproxy -W .*{LAB_ROOT}"],
+        capture_output=True,
+        text=True,
     )
     assert processes.stdout.strip() == ""
