@@ -89,12 +89,14 @@ def deploy(
     dry_run: bool = False,
     break_lock: bool = False,
     prune: bool = False,
+    lock_held: bool = False,
 ) -> bool:
     """Deploy the stack and wait for it to converge; return False when it failed.
 
     A dry run runs the pre-flight checks and prints the plan, and creates,
     deploys and removes nothing. `prune` removes services that the stack
-    file no longer has.
+    file no longer has. With `lock_held` the caller holds the deploy lock
+    already, as stack.upgrade does.
     """
     timeout = timeout or settings.number("DEPLOY_TIMEOUT")
     stack = settings.stack_name
@@ -106,6 +108,8 @@ def deploy(
         preflight(settings, host)
         if dry_run:
             return dry_run_deploy(host, rendered, stack, prune)
+        if lock_held:
+            return deploy_locked(settings, host, rendered, timeout, prune)
         with stack_lock(host, stack, "deploy", timeout, break_lock):
             return deploy_locked(settings, host, rendered, timeout, prune)
     finally:

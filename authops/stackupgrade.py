@@ -134,26 +134,50 @@ def show_dry_run(settings: Settings, tag: str, timeout: int | None) -> None:
 def upgrade_stack(
     settings: Settings, tag: str, timeout: int | None, dry_run: bool
 ) -> None:
-    """Upgrade the stack to `tag`; raise OpsError or Exit when it is rejected or fails."""
+    """Upgrade the stack to `tag`; raise OpsError or Exit when it is rejected or fails.
+
+    Outside a dry run the deploy lock is held from before the running
+    version is read until the rollback, so that no other deploy slips in
+    between the backup and the upgrade.
+    """
     host = find_manager(settings)
     try:
-        current = running_version(host, settings)
+        if dry_run:
+            current = check_upgrade(settings, host, tag)
+            if current.tag == tag:
+                finish_unchanged(settings, tag, current, dry_run=True)
+            else:
+                show_dry_run(settings, tag, timeout)
+            return
+        stale_after = timeout or settings.number("DEPLOY_TIMEOUT")
+        with stack_lock(host, settings.stack_name, "upgrade", stale_after):
+            apply_upgrade(settings, host, tag, timeout)
     finally:
         host.close()
+
+
+def check_upgrade(settings: Settings, host: Host, tag: str) -> RunningVersion:
+    """Read the running version and raise OpsError unless going to `tag` is supported."""
+    current = running_version(host, settings)
     where = "running" if current.deployed else "not deployed; env file"
     output.phase(
         f"upgrading {settings.stack_name} from {current.tag} ({where}) to {tag}"
     )
     check_allowed(current.tag, tag)
+    return current
+
+
+def apply_upgrade(
+    settings: Settings, host: Host, tag: str, timeout: int | None
+) -> None:
+    """Back up, deploy `tag` and write it to the env file; roll back when the deploy fails."""
+    current = check_upgrade(settings, host, tag)
     if current.tag == tag:
-        finish_unchanged(settings, tag, current, dry_run)
-        return
-    if dry_run:
-        show_dry_run(settings, tag, timeout)
+        finish_unchanged(settings, tag, current, dry_run=False)
         return
 
     backup = back_up(settings)
-    if deploy(with_tag(settings, tag), timeout):
+    if deploy(with_tag(settings, tag), timeout, lock_held=True):
         write_tag(settings, tag, dry_run=False)
         output.info(f"upgraded to {tag}; the backup taken before it is {backup}")
         return
@@ -219,13 +243,12 @@ def restore_previous(settings: Settings, previous: RunningVersion) -> None:
                     UNCHANGED,
                     f"already on {image_reference(service)}",
                 )
-        if targets:
-            with stack_lock(host, stack, "upgrade rollback", timeout):
-                if not rollback_locked(settings, host, targets, timeout):
-                    raise OpsError(
-                        f"the upgrade failed and so did the rollback of {stack}: check "
-                        f"`invoke stack.status`, then run `invoke stack.rollback`"
-                    )
+        # The caller, apply_upgrade, holds the deploy lock.
+        if targets and not rollback_locked(settings, host, targets, timeout):
+            raise OpsError(
+                f"the upgrade failed and so did the rollback of {stack}: check "
+                f"`invoke stack.status`, then run `invoke stack.rollback`"
+            )
         confirm_serving(host, stack, previous, timeout)
         append_audit(
             host,

@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
+from authops import stackupgrade
 from authops.errors import OpsError
 from authops.localsvc import docker, ensure_dockerd
 from authops.settings import load_settings
 from authops.stack import deploy
+from authops.stacklock import lock_path, read_holder
 from authops.stackupgrade import image_tag, upgrade_stack
 from authops.standin import LOOPBACK_IMAGE, TAG, ensure_standin_image
+from authops.swarm import find_manager
 from tests.support.haproxylab import run_invoke
 from tests.support.stacklab import (
     StackLab,
@@ -158,6 +161,32 @@ def test_dry_run_changes_nothing(lab, capsys):
     assert dumps(lab) == []
     assert spec_versions(lab) == before
     assert env_path(lab).read_bytes() == text
+
+
+@pytest.mark.docker
+def test_backup_runs_under_lock(lab, monkeypatch):
+    """The deploy lock is held from the backup on, and released when the upgrade stops."""
+    holders = []
+
+    def stopping_back_up(settings):
+        host = find_manager(settings)
+        try:
+            holders.append(read_holder(host, lock_path(settings.stack_name)))
+        finally:
+            host.close()
+        raise OpsError("backup stopped by the test")
+
+    monkeypatch.setattr(stackupgrade, "back_up", stopping_back_up)
+    settings = load_settings(ENV)
+    with pytest.raises(OpsError, match="stopped by the test"):
+        upgrade_stack(settings, PATCH_TAG, TIMEOUT, dry_run=False)
+    assert holders[0] is not None
+    assert holders[0].action == "upgrade"
+    host = find_manager(settings)
+    try:
+        assert read_holder(host, lock_path(settings.stack_name)) is None
+    finally:
+        host.close()
 
 
 @pytest.mark.docker
