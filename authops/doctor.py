@@ -25,6 +25,7 @@ from authops.hosts import (
     fan_out,
     probe_host,
 )
+from authops.netguard import check_lab_target
 from authops.nfs import missing_directories
 from authops.settings import Settings, load_settings, problems_of
 from authops.smtp_direct import probe as smtp_probe
@@ -244,6 +245,8 @@ def check_readiness(settings: Settings) -> list[Check]:
     def probe_nodes(host: Host) -> list[Check]:
         checks = []
         for node in settings.nodes:
+            if host.is_local:
+                check_lab_target(node.address)
             result = host.run(readiness_command(node.address, settings))
             code = result.stdout.strip() or "no answer"
             name = f"ready {node.name} via {host.name}"

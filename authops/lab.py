@@ -16,7 +16,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from authops import REPO_ROOT, errors, localsvc, output, pgcluster, standin
+from authops import REPO_ROOT, errors, labnode, localsvc, output, pgcluster, standin
 from authops.errors import OpsError
 from authops.labenv import (
     CA_CERT,
@@ -157,6 +157,11 @@ def ensure_image(settings: Settings) -> None:
     output.status("image", errors.OK, f"{settings.image}: the real authentik image")
 
 
+def wants_second_node(settings: Settings) -> bool:
+    """Return whether SWARM_NODES lists the second node's address."""
+    return any(node.address == localsvc.LAB_NODE_ADDRESS for node in settings.nodes)
+
+
 def run_task(
     name: str, *arguments: str, env_name: str, extra_env: dict[str, str] | None = None
 ) -> None:
@@ -238,6 +243,9 @@ def up(c, env=None):
     ensure_postgres(settings)
     ensure_smtp(settings)
     ensure_image(settings)
+    if wants_second_node(settings):
+        output.phase(f"starting the second swarm node, {labnode.NAME}")
+        labnode.ensure_node(settings.image)
     run_main_job(settings)
     output.info(f"lab.up took {time.monotonic() - started:.0f} s")
     print_next_steps(settings)
@@ -310,7 +318,7 @@ def remove_docker() -> None:
 @ops_task(
     help={
         "env": ENV_HELP,
-        "keep_docker": "Keep dockerd, the swarm and the built images, so that the next lab.up is quick.",
+        "keep_docker": "Keep dockerd, the swarm and the built images, so that the next lab.up is quick (the second node is removed all the same).",
     }
 )
 def down(c, env=None, keep_docker=False):
@@ -321,6 +329,8 @@ def down(c, env=None, keep_docker=False):
     remove_stack(settings)
     stop_pidfile(Path(settings.get("HAPROXY_PIDFILE")), "haproxy")
     stop_pidfile(SMTP_PIDFILE, "smtp")
+    # After HAProxy: its checks must not reach for the node's address once it is gone.
+    labnode.remove_node()
     cluster = pgcluster.Cluster(POSTGRES_DIR / "data", settings.database.port, "", "")
     if (POSTGRES_DIR / "data" / "PG_VERSION").exists() and cluster.is_running():
         cluster.stop()
@@ -357,6 +367,8 @@ def status(c, env=None):
         ).stdout.strip()
         for line in services.splitlines() or ["no services"]:
             output.status("stack", errors.OK, line)
+    if wants_second_node(settings):
+        output.status(f"node {labnode.NAME}", *labnode.describe())
     cluster = pgcluster.Cluster(POSTGRES_DIR / "data", settings.database.port, "", "")
     pg_up = (POSTGRES_DIR / "data" / "PG_VERSION").exists() and cluster.is_running()
     output.status(

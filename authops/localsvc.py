@@ -19,6 +19,12 @@ DOCKERD_LOG = Path("/var/log/authops-dockerd.log")
 # docker_gwbridge. Creating the network before `swarm init` fixes its address.
 GWBRIDGE_SUBNET = "172.31.250.0/24"
 GWBRIDGE_GATEWAY = "172.31.250.1"
+# The lab's second swarm node lives in a network namespace behind a veth pair
+# (see labnode.py): this machine's side and the node's address.
+LAB_NODE_SUBNET = "172.31.251.0/30"
+LAB_NODE_PREFIX = 30
+LAB_NODE_HOST_ADDRESS = "172.31.251.1"
+LAB_NODE_ADDRESS = "172.31.251.2"
 DOCKERD_START_TIMEOUT = 60  # seconds
 
 

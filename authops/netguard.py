@@ -1,16 +1,28 @@
-"""A guard that keeps traffic for the lab's network on this machine.
+"""A guard that keeps traffic for the lab's networks on this machine.
 
 The lab's services listen on the host side of docker_gwbridge
-(172.31.250.1). Without that bridge the default route would send a
-connection to that address off this machine, so the tasks check the address
-before they connect to the database or the mail relay.
+(172.31.250.1), and its second node answers in a network namespace behind
+a veth pair (172.31.251.2). Without the bridge or the veth pair the default
+route would send a connection to those addresses off this machine, so the
+tasks check the address before they connect to it.
 """
 
 import ipaddress
 import socket
 
 from authops.errors import OpsError
-from authops.localsvc import GWBRIDGE_GATEWAY, GWBRIDGE_SUBNET
+from authops.localsvc import (
+    GWBRIDGE_GATEWAY,
+    GWBRIDGE_SUBNET,
+    LAB_NODE_HOST_ADDRESS,
+    LAB_NODE_SUBNET,
+)
+
+# Each lab network, with the address this machine has on it while it exists.
+LAB_NETWORKS = (
+    (GWBRIDGE_SUBNET, GWBRIDGE_GATEWAY),
+    (LAB_NODE_SUBNET, LAB_NODE_HOST_ADDRESS),
+)
 
 
 def is_local_address(address: str) -> bool:
@@ -24,15 +36,16 @@ def is_local_address(address: str) -> bool:
 
 
 def check_lab_target(host: str) -> None:
-    """Raise OpsError when `host` is in the lab subnet while the lab's bridge is missing."""
+    """Raise OpsError when `host` is in a lab network that does not exist on this machine now."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return
-    if address in ipaddress.ip_network(GWBRIDGE_SUBNET) and not is_local_address(
-        GWBRIDGE_GATEWAY
-    ):
-        raise OpsError(
-            f"{host} is in the lab's network {GWBRIDGE_SUBNET}, which does not exist on this machine "
-            "now: run `invoke lab.up` first"
-        )
+    for subnet, own_address in LAB_NETWORKS:
+        if address in ipaddress.ip_network(subnet) and not is_local_address(
+            own_address
+        ):
+            raise OpsError(
+                f"{host} is in the lab's network {subnet}, which does not exist on this machine "
+                "now: run `invoke lab.up` first"
+            )

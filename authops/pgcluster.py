@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authops.errors import OpsError
-from authops.localsvc import GWBRIDGE_SUBNET
+from authops.localsvc import GWBRIDGE_SUBNET, LAB_NODE_SUBNET
 
 SUPERUSER = "postgres"
 START_TIMEOUT = 60  # seconds
@@ -96,6 +96,8 @@ HBA_RULES = (
     # machine to its own addresses may leave NAT with the address of another
     # interface, which `samehost` covers.
     f"host all all {GWBRIDGE_SUBNET} scram-sha-256\n"
+    # The containers of the lab's second node connect from its namespace.
+    f"host all all {LAB_NODE_SUBNET} scram-sha-256\n"
     "host all all samehost scram-sha-256\n"
 )
 

@@ -62,6 +62,7 @@ KEYS: tuple[Key, ...] = (
     Key("SERVER_REPLICAS", "positive-int", required=False, default="2"),
     Key("WORKER_REPLICAS", "positive-int", required=False, default="2"),
     Key("PLACEMENT", "placement", required=False, default="node.role == worker"),
+    Key("WORKER_PLACEMENT", "placement", required=False, default=""),
     Key(
         "PUBLISH_MODE",
         "choice",

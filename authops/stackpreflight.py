@@ -61,15 +61,20 @@ def check_placement(settings: Settings, manager: Host) -> str | None:
 
     Swarm would keep such tasks pending forever instead of failing.
     """
-    if not WORKER_ROLE.match(settings.get("PLACEMENT")):
+    keys = [
+        key
+        for key in ("PLACEMENT", "WORKER_PLACEMENT")
+        if WORKER_ROLE.match(settings.get(key))
+    ]
+    if not keys:
         return None
     result = run_docker(manager, ["node", "ls", "--format", "{{json .}}"], check=True)
     nodes = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     if any(not node.get("ManagerStatus") for node in nodes):
         return None
     return (
-        f"PLACEMENT is {settings.get('PLACEMENT')!r} but the swarm has no worker node: "
-        "tasks would stay pending; set PLACEMENT to match the nodes"
+        f"{keys[0]} is {settings.get(keys[0])!r} but the swarm has no worker node: "
+        f"tasks would stay pending; set {keys[0]} to match the nodes"
     )
 
 

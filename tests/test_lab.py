@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from authops import labnode
 from authops.labenv import (
     CA_CERT,
     CA_KEY,
@@ -22,7 +23,7 @@ from authops.labenv import (
     POSTGRES_DIR,
 )
 from authops.labpki import cert_pem, issue, key_pem, load_or_create_authority, now
-from authops.localsvc import GWBRIDGE_GATEWAY
+from authops.localsvc import GWBRIDGE_GATEWAY, LAB_NODE_ADDRESS
 from authops.netguard import is_local_address
 from authops.pgcluster import as_postgres, server_bin_dir
 from tests.support.envfiles import lab_values, render_env
@@ -131,6 +132,55 @@ def test_up_says_which_image(lab):
 
 def test_readiness_through_haproxy_over_tls(lab):
     assert https_get("/-/health/ready/") == 200
+
+
+def test_second_node_joined(lab):
+    nodes = subprocess.run(
+        ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    assert f"{labnode.NAME} Ready" in nodes
+
+
+def test_server_task_on_each_node(lab):
+    tasks = subprocess.run(
+        [
+            "docker",
+            "service",
+            "ps",
+            "authentik_server",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.Node}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert labnode.NAME in tasks
+    assert len(set(tasks)) == 2
+
+
+def test_second_node_answers_readiness(lab):
+    result = subprocess.run(
+        [
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            f"https://{LAB_NODE_ADDRESS}:9445/-/health/ready/",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout == "200"
 
 
 def test_unknown_host_gets_404(lab):
@@ -245,7 +295,8 @@ def test_status_lists_services(lab):
     result = invoke("lab.status")
     assert result.returncode == 0
     assert "[postgresql] ok: running" in result.stdout
-    assert "authentik_server 1/1" in result.stdout
+    assert "authentik_server 2/2" in result.stdout
+    assert f"[node {labnode.NAME}] ok: dockerd running" in result.stdout
 
 
 def test_down_leaves_nothing_behind(lab):
@@ -264,3 +315,15 @@ def test_down_leaves_nothing_behind(lab):
         text=True,
     )
     assert processes.stdout.strip() == ""
+
+
+def test_down_removes_second_node(lab):
+    assert not labnode.namespace_exists()
+    assert not labnode.DATA_ROOT.exists()
+    assert not labnode.EXEC_ROOT.exists()
+    links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True)
+    assert labnode.HOST_LINK not in links.stdout
+    forward = subprocess.run(
+        ["iptables", "-S", "FORWARD"], capture_output=True, text=True
+    )
+    assert labnode.HOST_LINK not in forward.stdout

@@ -10,13 +10,21 @@ from authops.errors import OpsError
 def absent_lab(monkeypatch):
     # 203.0.113.0/24 is reserved for documentation: no interface here has it,
     # and the guard only tries to bind, so no packet is sent.
-    monkeypatch.setattr(netguard, "GWBRIDGE_SUBNET", "203.0.113.0/24")
-    monkeypatch.setattr(netguard, "GWBRIDGE_GATEWAY", "203.0.113.1")
+    monkeypatch.setattr(
+        netguard,
+        "LAB_NETWORKS",
+        (("203.0.113.0/24", "203.0.113.1"), ("198.51.100.0/30", "198.51.100.1")),
+    )
 
 
 def test_lab_address_rejected_without_bridge(absent_lab):
     with pytest.raises(OpsError, match="lab.up"):
         netguard.check_lab_target("203.0.113.1")
+
+
+def test_second_node_rejected_without_veth(absent_lab):
+    with pytest.raises(OpsError, match="198.51.100.0/30"):
+        netguard.check_lab_target("198.51.100.2")
 
 
 def test_loopback_always_allowed(absent_lab):

@@ -2,12 +2,14 @@
 
 The tasks run with a copy of env/lab.env in a folder of their own, so the
 committed env file never changes. While a rotation runs, two pollers ask
-for readiness: through HAProxy and on the server's published port. The
-lab has one node and host-mode ports, so the server service updates
-stop-first, and each of its restarts fails requests for a few seconds.
-The tests print the measured numbers. A 503 from the published port would mean
-a running task held an invalid database password: that must never happen.
-At the end, `lab.up` puts the lab back to env/lab.env's values.
+for readiness: through HAProxy and on the server's published port on this
+machine. The lab has two nodes with a server task each. With host-mode ports
+each task updates stop-first, so its own port drops requests for a moment.
+Meanwhile HAProxy sends them to the other node. The tests print the measured
+numbers. Through HAProxy, no request may fail. A 503 from the published port
+would mean a running task held an invalid database password: that must
+never happen either. At the end, `lab.up` puts the lab back to env/lab.env's
+values.
 """
 
 import os
@@ -40,7 +42,9 @@ from tests.support.readiness import (
 )
 from tests.support.stacklab import inspect_service, stack_secrets
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+# Marked lab, so that it runs last with the other lab tests: the lab it brings
+# up, second node included, stays up until a later lab test takes it down.
+pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.timeout(900)]
 
 ENV = "lab"
 TIMEOUT = 300  # seconds for one deploy to converge
@@ -194,6 +198,8 @@ def test_db_rotation_keeps_serving(lab, targets, capsys):
     assert old_secret not in stack_secrets(rotated.stack_name)
     assert "not `invoke stack.rollback`" in captured.err
     assert tallies["published"].outcomes["503"] == 0
+    assert tallies["haproxy"].total > 0
+    assert tallies["haproxy"].failed == 0
     for target in targets:
         assert request_ready(target) == "200"
 
@@ -393,5 +399,7 @@ def test_secret_key_rotation_renames_secrets(lab, targets, capsys):
         assert service_secrets(rotated, name) == new_names
     assert not old_names & new_names
     assert tallies["published"].outcomes["503"] == 0
+    assert tallies["haproxy"].total > 0
+    assert tallies["haproxy"].failed == 0
     for target in targets:
         assert request_ready(target) == "200"

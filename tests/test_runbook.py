@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from authops import labnode
 from authops.labenv import superuser_password
 from authops.standin import LOOPBACK_IMAGE
 from tests.support.envfiles import lab_values
@@ -110,6 +111,7 @@ def lab_shell(tmp_path_factory):
     subprocess.run(
         ["docker", "tag", current, f"{LOOPBACK_IMAGE}:{UPGRADE_TAG}"], check=True
     )
+    labnode.tag_image(current, f"{LOOPBACK_IMAGE}:{UPGRADE_TAG}")
     yield environment
     down = subprocess.run(
         ["invoke", "lab.down"],
