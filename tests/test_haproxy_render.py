@@ -136,7 +136,7 @@ def test_render_health_check_ready_and_200(render):
 def test_render_failover_settings(render):
     lines = directives(render())
     default_server = next(line for line in lines if line.startswith("default-server"))
-    for setting in ("inter 2s", "fall 2", "rise 2", "ssl verify none", "maxconn"):
+    for setting in ("inter 1s", "fall 2", "rise 2", "ssl verify none", "maxconn"):
         assert setting in default_server
     assert "option redispatch" in lines
     assert "retries 3" in lines
