@@ -29,6 +29,7 @@ from authops.localsvc import (
     LAB_NODE_PREFIX,
     docker,
     start_background,
+    wait_until,
 )
 
 NAME = "lab2"  # host name of the node, and its name in the lab's SWARM_NODES
@@ -187,13 +188,11 @@ def ensure_daemon() -> None:
         ["ip", "netns", "exec", NETNS, "unshare", "--uts", "sh", "-c", START_SCRIPT, "sh", NAME, *dockerd],
         LOG,
     )  # fmt: skip
-    deadline = time.monotonic() + START_TIMEOUT
-    while not daemon_running():
-        if time.monotonic() > deadline:
-            raise OpsError(
-                f"the dockerd of {NAME} did not respond within {START_TIMEOUT} s: see {LOG}"
-            )
-        time.sleep(0.5)
+    wait_until(
+        daemon_running,
+        START_TIMEOUT,
+        f"the dockerd of {NAME} did not respond within {START_TIMEOUT} s: see {LOG}",
+    )
     output.status(f"dockerd on {NAME}", errors.CHANGED, f"started, {SOCKET}")
 
 
@@ -273,14 +272,12 @@ def ensure_joined() -> None:
     finally:
         client.close()
 
-    deadline = time.monotonic() + JOIN_TIMEOUT
-    while not any(state == "ready" for _, state in manager_entries()):
-        if time.monotonic() > deadline:
-            raise OpsError(
-                f"{NAME} joined, but the manager does not list it as ready after "
-                f"{JOIN_TIMEOUT} s: see `docker node ls` and {LOG}"
-            )
-        time.sleep(1)
+    wait_until(
+        lambda: any(state == "ready" for _, state in manager_entries()),
+        JOIN_TIMEOUT,
+        f"{NAME} joined, but the manager does not list it as ready after "
+        f"{JOIN_TIMEOUT} s: see `docker node ls` and {LOG}",
+    )
     output.status(
         f"swarm node {NAME}", errors.CHANGED, f"joined as a worker, {LAB_NODE_ADDRESS}"
     )

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from authops import output
@@ -95,14 +96,21 @@ def ensure_dockerd() -> None:
     if not dockerd_running():
         output.phase("starting dockerd")
         start_background(["dockerd"], DOCKERD_LOG)
-        deadline = time.monotonic() + DOCKERD_START_TIMEOUT
-        while not dockerd_running():
-            if time.monotonic() > deadline:
-                raise OpsError(
-                    f"dockerd did not start within {DOCKERD_START_TIMEOUT} s: see {DOCKERD_LOG}"
-                )
-            time.sleep(0.5)
+        wait_until(
+            dockerd_running,
+            DOCKERD_START_TIMEOUT,
+            f"dockerd did not start within {DOCKERD_START_TIMEOUT} s: see {DOCKERD_LOG}",
+        )
     ensure_swarm()
+
+
+def wait_until(ready: Callable[[], bool], timeout: float, message: str) -> None:
+    """Poll `ready` every half second until it returns True; raise OpsError(message) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise OpsError(message)
+        time.sleep(0.5)
 
 
 def swarm_state() -> str:
