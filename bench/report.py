@@ -367,9 +367,28 @@ def deploy_section(results: dict) -> list[str]:
             ],
         ],
     )
-    if data["server_update_order"] == "stop-first":
+    if data["server_update_order"] == "stop-first" and data["nodes"] > 1:
+        lines += spread_notes(summary)
+    elif data["server_update_order"] == "stop-first":
         lines += stop_first_notes(summary)
     return lines
+
+
+def spread_notes(summary: dict) -> list[str]:
+    """Explain a stop-first update with a server task on each of several nodes."""
+    notes = [
+        "On this lab each node runs one server task and publishes its ports in",
+        "host mode, so a new task cannot bind the port while the old one holds",
+        "it and the stack file gives the service `order: stop-first`. Swarm",
+        "updates one task at a time, and while a node has no task HAProxy sends",
+        "its requests to the other node: a refused connection is retried there.",
+    ]
+    if summary["failed"]["max"] > 0:
+        notes += [
+            "Some requests failed all the same: see the first to last failed",
+            "request above for how long.",
+        ]
+    return notes + [""]
 
 
 def stop_first_notes(summary: dict) -> list[str]:
@@ -464,7 +483,7 @@ def failover_notes(data: dict) -> list[str]:
             "A node that accepts connections but never answers is the slow case for",
             "the project's settings too. A check of such a node fails only when its",
             "timeout expires: `timeout connect` 2 s while the connection is pending,",
-            "`timeout check` 3 s for the answer. `fall 2` needs two failed checks,",
+            "`timeout check` 1.5 s for the answer. `fall 2` needs two failed checks,",
             "so the node stays in rotation for two check timeouts plus the",
             "intervals between checks. The bench measures haproxy/haproxy.cfg.j2 as",
             "it is and does not tune it.",
