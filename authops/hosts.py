@@ -1,8 +1,9 @@
 """Host targeting: run commands and move files on `local` or over SSH with Fabric.
 
 A host written `local` runs on this machine through Invoke. Any other host
-is a Fabric Connection. Its user, port and key come from the host string, the
-env file (SSH_USER, SSH_PORT, SSH_KEY) or the SSH config, in that order.
+is a Fabric Connection. Its user and port come from the host string, else a
+matching `Host` block of the SSH config, else the env file (SSH_USER,
+SSH_PORT). SSH_KEY is offered beside the SSH config's IdentityFile.
 Unknown host keys are rejected unless SSH_STRICT_HOST_KEYS=false.
 """
 

@@ -33,11 +33,14 @@ from authops.labenv import (
 )
 from authops.labpki import load_or_create_authority, write_lineage, write_private
 from authops.settings import Settings, load_settings
-from authops.tasking import ENV_HELP, ops_task
+from authops.tasking import ops_task
 
 SMTP_TLS_PORT = 2465  # the lab relay's implicit-TLS port, beside SMTP_PORT (STARTTLS)
 SMTP_PIDFILE = SMTP_DIR / "labsmtp.pid"
 STEP_TIMEOUT = 900  # seconds for one task of the main job
+# The lab tasks ignore OPS_ENV, so that an operator's shell set for production
+# never brings up, or tears down, a lab with a production env file.
+LAB_ENV_HELP = "Env file to use: env/NAME.env (default: lab; OPS_ENV is not used here)."
 
 
 def require_lab(settings: Settings) -> None:
@@ -229,7 +232,7 @@ def print_next_steps(settings: Settings) -> None:
     )
 
 
-@ops_task(help={"env": ENV_HELP + " Every host in it must be `local`."})
+@ops_task(help={"env": LAB_ENV_HELP + " Every host in it must be `local`."})
 def up(c, env=None):
     """Bring up the whole chain on this machine and run the main job on it."""
     settings = load_settings(env or "lab")
@@ -317,7 +320,7 @@ def remove_docker() -> None:
 
 @ops_task(
     help={
-        "env": ENV_HELP,
+        "env": LAB_ENV_HELP,
         "keep_docker": "Keep dockerd, the swarm and the built images, so that the next lab.up is quick (the second node is removed all the same).",
     }
 )
@@ -344,7 +347,7 @@ def down(c, env=None, keep_docker=False):
     output.info("the lab is down")
 
 
-@ops_task(help={"env": ENV_HELP})
+@ops_task(help={"env": LAB_ENV_HELP})
 def status(c, env=None):
     """Show which of the lab's services run."""
     settings = load_settings(env or "lab")

@@ -126,7 +126,9 @@ def check_breakable(
         raise OpsError(
             f"stack {stack} is locked on {host.name} by {holder.describe()}: "
             f"another {holder.action} is running. Wait for it to finish. If it died, "
-            f"the lock is stale after {stale_after} s: then run again with --break-lock."
+            f"the lock is stale after {stale_after} s: then run again with --break-lock "
+            f"(stack.deploy, stack.rollback and stack.remove take it; for other tasks, "
+            f"`invoke stack.deploy --break-lock` breaks the lock and deploys the env file)."
         )
     if holder.age < stale_after:
         raise OpsError(

@@ -149,7 +149,9 @@ def upgrade_stack(
             else:
                 show_dry_run(settings, tag, timeout)
             return
-        stale_after = timeout or settings.number("DEPLOY_TIMEOUT")
+        # The backup, the deploy and a rollback each take up to about a deploy
+        # timeout, so a live upgrade's lock must not count as stale before that.
+        stale_after = 3 * (timeout or settings.number("DEPLOY_TIMEOUT"))
         with stack_lock(host, settings.stack_name, "upgrade", stale_after):
             apply_upgrade(settings, host, tag, timeout)
     finally:
