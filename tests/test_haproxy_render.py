@@ -138,7 +138,7 @@ def test_render_failover_settings(render):
     default_server = next(line for line in lines if line.startswith("default-server"))
     for setting in ("inter 1s", "fall 2", "rise 2", "ssl verify none", "maxconn"):
         assert setting in default_server
-    assert "option redispatch" in lines
+    assert "option redispatch 1" in lines
     assert "retries 3" in lines
     assert "timeout server 60s" in lines
     assert "timeout tunnel 1h" in lines
