@@ -198,7 +198,6 @@ def join_swarm(
                 f"and wait until it is Ready",
             )
             return
-        # NOTE: no test joins a second node: this machine has one dockerd.
         output.phase(f"joining {spec} to the swarm as a worker")
         join(manager, target, address)
     finally:
@@ -343,7 +342,6 @@ def take_out_of_swarm(
             f"would run `docker swarm leave` on {spec}, then `docker node rm` on the manager",
         )
         return
-    # NOTE: untested here: this machine's only node is the manager, which is never removed.
     try:
         target = connect(spec, settings.values)
         try:
@@ -363,6 +361,17 @@ def take_out_of_swarm(
     wait_down(manager, node)
     remove_node(manager, node, force=False)
     output.status(name, CHANGED, "left the swarm and was removed")
+
+
+def warn_replicas(settings: Settings, nodes_left: int) -> None:
+    """Warn when host-mode ports leave too few nodes for SERVER_REPLICAS server tasks."""
+    replicas = settings.number("SERVER_REPLICAS")
+    if settings.get("PUBLISH_MODE") == "host" and replicas > nodes_left:
+        output.warn(
+            f"SERVER_REPLICAS is {replicas} but {NODES_KEY} keeps {nodes_left} node(s): with "
+            f"host-mode ports a node runs one server task, so {replicas - nodes_left} task(s) "
+            f"stay pending; lower SERVER_REPLICAS and run stack.deploy, or add a node"
+        )
 
 
 @ops_task(
@@ -402,6 +411,7 @@ def remove(c, name, yes=False, host=None, timeout=None, dry_run=False, env=None)
             drain_node(manager, node, settings.stack_name, seconds, dry_run)
 
         remaining = [e for e in settings.nodes if entry is None or e.name != entry.name]
+        warn_replicas(settings, len(remaining))
         reload_haproxy(write_nodes(settings, remaining, dry_run), dry_run)
 
         if node is not None:

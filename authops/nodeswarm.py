@@ -16,12 +16,17 @@ from authops.swarm import run_docker, swarm_info, swarm_nodes
 POLL_INTERVAL = 2  # seconds between checks of the node list
 LEAVE_WAIT = 60  # seconds for the manager to see a node that left as Down
 SWARM_PORT = 2377  # the managers' port for joining nodes
-# The token arrives on standard input, so it stays off the ssh and sh command
-# lines. NOTE: `docker swarm join` takes the token only as an argument, so it
-# shows in the docker client's argv on the new node while the join runs.
+# The join request, token included, arrives on standard input and goes to
+# the Engine API (POST /swarm/join) through curl, so the token stays off every
+# command line: `docker swarm join` would take it only as an argument. The
+# socket is DOCKER_HOST's when that names one, else Docker's default.
 JOIN_SCRIPT = (
-    'IFS= read -r token && exec docker swarm join --token "$token" '
-    "--advertise-addr {address} {manager}"
+    "command -v curl >/dev/null || { echo 'curl not found on the node: install "
+    "curl, which the join uses to keep the token off command lines' >&2; exit 127; }; "
+    'socket="${DOCKER_HOST:-unix:///var/run/docker.sock}"; '
+    'exec curl -sS --max-time 100 --unix-socket "${socket#unix://}" '
+    "-H 'Content-Type: application/json' --data-binary @- "
+    "-w '\\n%{http_code}' http://localhost/swarm/join"
 )
 
 
@@ -90,18 +95,35 @@ def join(manager: Host, node: Host, address: str) -> None:
     """Join `node` to the manager's swarm as a worker that advertises `address`."""
     target = manager_address(swarm_info(manager))
     token = join_token(manager)
-    script = JOIN_SCRIPT.format(
-        address=shlex.quote(address), manager=shlex.quote(target)
+    request = json.dumps(
+        {
+            "ListenAddr": "0.0.0.0:2377",
+            "AdvertiseAddr": address,
+            "RemoteAddrs": [target],
+            "JoinToken": token,
+        }
     )
-    result = node.run(f"sh -c {shlex.quote(script)}", stdin=f"{token}\n", timeout=120)
-    if not result.ok:
-        raise OpsError(
-            output.redact(
-                f"{node.name}: `docker swarm join` through {target} failed: "
-                f"{result.error_text()}: check that the node reaches {target} (TCP "
-                f"2377, 7946 and UDP 4789 between the nodes)"
-            )
+    result = node.run(f"sh -c {shlex.quote(JOIN_SCRIPT)}", stdin=request, timeout=120)
+    body, _, status = result.stdout.rstrip().rpartition("\n")
+    if result.ok and status.strip() == "200":
+        return
+    reason = result.error_text() if not result.ok else api_message(body, status)
+    raise OpsError(
+        output.redact(
+            f"{node.name}: joining the swarm through {target} failed: {reason}: check "
+            f"that the node reaches {target} (TCP 2377, 7946 and UDP 4789 between the "
+            f"nodes)"
         )
+    )
+
+
+def api_message(body: str, status: str) -> str:
+    """Return the Engine API's error message from a response body, with the HTTP status."""
+    try:
+        message = json.loads(body).get("message", body)
+    except ValueError:
+        message = body
+    return f"HTTP {status.strip()}: {message.strip() or 'no message'}"
 
 
 def wait_for(

@@ -1,8 +1,8 @@
 """nodes.list, nodes.add and nodes.remove: decisions, env file edits and HAProxy.
 
-This machine runs one dockerd, so its swarm has one node, a manager. No
-test joins a second node or removes one from the swarm: those paths are
-covered by the unit tests of their decisions only. The HAProxy tests use
+These tests use this machine's swarm as the other tests find it: a manager,
+and the lab's second node only while the lab is up. tests/test_nodes_lab.py
+removes and adds a real second node over SSH. The HAProxy tests use
 the bench of tests/support/haproxylab.py: node `a` on 127.0.0.1 is this
 machine's swarm node (it matches by address), and node `b` on 127.0.0.2
 is an entry of SWARM_NODES that the swarm does not have.

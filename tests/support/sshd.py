@@ -16,6 +16,7 @@ class SshServer:
     port: int
     directory: Path
     process: subprocess.Popen
+    address: str = "127.0.0.1"
 
     @property
     def client_key(self) -> Path:
@@ -26,8 +27,8 @@ class SshServer:
         return self.directory / "known_hosts"
 
     def spec(self, user: str = "root") -> str:
-        """Return the host string that reaches this server: user@127.0.0.1:PORT."""
-        return f"{user}@127.0.0.1:{self.port}"
+        """Return the host string that reaches this server: user@ADDRESS:PORT."""
+        return f"{user}@{self.address}:{self.port}"
 
     def env_values(self) -> dict[str, str]:
         """Return env file SSH_* values that reach this server with its keys."""
@@ -51,8 +52,18 @@ def keygen(path: Path) -> None:
     )
 
 
-def start_sshd(directory: Path) -> SshServer:
-    """Start sshd as root on 127.0.0.1 on a free port; only the client key may log in."""
+def start_sshd(
+    directory: Path,
+    address: str = "127.0.0.1",
+    port: int | None = None,
+    prefix: tuple[str, ...] = (),
+    extra_config: str = "",
+) -> SshServer:
+    """Start sshd as root on `address` (a free port by default); only the client key may log in.
+
+    `prefix` runs sshd under another command, such as `ip netns exec NAME`,
+    and `extra_config` adds sshd_config lines.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -61,15 +72,15 @@ def start_sshd(directory: Path) -> SshServer:
     authorized = directory / "authorized_keys"
     authorized.write_text((directory / "client_key.pub").read_text())
     authorized.chmod(0o600)
-    port = free_port()
+    port = port or free_port(address)
     host_public = (directory / "host_key.pub").read_text().split()
     (directory / "known_hosts").write_text(
-        f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}\n"
+        f"[{address}]:{port} {host_public[0]} {host_public[1]}\n"
     )
     config = directory / "sshd_config"
     config.write_text(
         f"Port {port}\n"
-        "ListenAddress 127.0.0.1\n"
+        f"ListenAddress {address}\n"
         f"HostKey {directory / 'host_key'}\n"
         f"AuthorizedKeysFile {authorized}\n"
         "PermitRootLogin prohibit-password\n"
@@ -78,12 +89,14 @@ def start_sshd(directory: Path) -> SshServer:
         "UsePAM no\n"
         "StrictModes no\n"
         "Subsystem sftp internal-sftp\n"
-        f"PidFile {directory / 'sshd.pid'}\n"
+        f"PidFile {directory / 'sshd.pid'}\n" + extra_config
     )
     log = open(directory / "sshd.log", "wb")  # noqa: SIM115 - sshd writes to it until stop()
     process = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+        [*prefix, SSHD, "-D", "-e", "-f", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    wait_for_port("127.0.0.1", port, timeout=10)
+    wait_for_port(address, port, timeout=10)
     time.sleep(0.1)
-    return SshServer(port, directory, process)
+    return SshServer(port, directory, process, address)
