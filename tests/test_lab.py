@@ -4,11 +4,9 @@ These tests run last (see conftest.py) because lab.down stops dockerd.
 """
 
 import datetime
-import os
 import socket
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,33 +25,13 @@ from authops.localsvc import GWBRIDGE_GATEWAY, LAB_NODE_ADDRESS
 from authops.netguard import is_local_address
 from authops.pgcluster import as_postgres, server_bin_dir
 from tests.support.envfiles import lab_values, render_env
+from tests.support.labinvoke import invoke
 
-REPO = Path(__file__).resolve().parent.parent
 DOMAIN = "sso.lab.test"
 HAPROXY_PORT = 8443
 LAB_PORTS = (54329, 2587, 2465, 8443, 9002, 9445)
 
 pytestmark = [pytest.mark.docker, pytest.mark.lab]
-
-
-def invoke(
-    *args: str, env_dir: Path | None = None, timeout: int = 900
-) -> subprocess.CompletedProcess:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("OPS_ENV", "OPS_ENV_DIR")
-    }
-    if env_dir is not None:
-        environment["OPS_ENV_DIR"] = str(env_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def https_get(path: str, host: str = DOMAIN) -> int:

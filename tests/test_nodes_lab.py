@@ -7,10 +7,7 @@ They remove lab2 from the swarm, from a copy of the lab's env file and from
 HAProxy, then add it back. At the end, `lab.up` puts the lab back as it was.
 """
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ from authops import REPO_ROOT, labnode
 from authops.envfile import parse_text
 from authops.labenv import CA_CERT
 from authops.localsvc import LAB_NODE_ADDRESS, docker
+from tests.support.labinvoke import invoke
 from tests.support.readiness import haproxy_target, request_ready
 from tests.support.sshd import start_sshd
 
@@ -29,24 +27,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.lab, pytest.mark.timeout(900)]
 NODE_SSH_PORT = 2222
 HAPROXY_PORT = 8443
 DOMAIN = "sso.lab.test"
-
-
-def invoke(*args: str, env_dir=None) -> subprocess.CompletedProcess:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("OPS_ENV", "OPS_ENV_DIR")
-    }
-    if env_dir is not None:
-        environment["OPS_ENV_DIR"] = str(env_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
