@@ -188,11 +188,17 @@ def missed_section(results: dict) -> list[str]:
 
     deploy_data = scenario(results, "deploy")
     if deploy_met(deploy_data) is False:
-        reason = (
-            "the lab's server service updates stop-first (one node, host-mode ports)"
-            if deploy_data["server_update_order"] == "stop-first"
-            else "see section 2"
-        )
+        if (
+            deploy_data["server_update_order"] == "stop-first"
+            and deploy_data["nodes"] > 1
+        ):
+            reason = (
+                f"{failure_outcomes(deploy_data)} while a node's server task stopped"
+            )
+        elif deploy_data["server_update_order"] == "stop-first":
+            reason = "the lab's server service updates stop-first (one node, host-mode ports)"
+        else:
+            reason = failure_outcomes(deploy_data)
         reasons.append(f"Rolling deploy, failed requests: {reason}; see section 2.")
 
     failover_data = scenario(results, "failover")
@@ -368,14 +374,26 @@ def deploy_section(results: dict) -> list[str]:
         ],
     )
     if data["server_update_order"] == "stop-first" and data["nodes"] > 1:
-        lines += spread_notes(summary)
+        lines += spread_notes(data)
     elif data["server_update_order"] == "stop-first":
         lines += stop_first_notes(summary)
     return lines
 
 
-def spread_notes(summary: dict) -> list[str]:
+def failure_outcomes(data: dict) -> str:
+    """Return how the failed requests of all runs ended, as `N OUTCOME` items."""
+    counts: dict[str, int] = {}
+    for run in data.get("runs", []):
+        for outcome, count in run["all"]["failures_by_outcome"].items():
+            counts[outcome] = counts.get(outcome, 0) + count
+    if not counts:
+        return "failed requests"
+    return ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+
+
+def spread_notes(data: dict) -> list[str]:
     """Explain a stop-first update with a server task on each of several nodes."""
+    summary = data["summary"]
     notes = [
         "On this lab each node runs one server task and publishes its ports in",
         "host mode, so a new task cannot bind the port while the old one holds",
@@ -385,8 +403,8 @@ def spread_notes(summary: dict) -> list[str]:
     ]
     if summary["failed"]["max"] > 0:
         notes += [
-            "Some requests failed all the same: see the first to last failed",
-            "request above for how long.",
+            f"Some requests failed all the same ({failure_outcomes(data)} in all runs):",
+            "see the first to last failed request above for how long.",
         ]
     return notes + [""]
 
