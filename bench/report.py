@@ -510,9 +510,8 @@ def failover_notes(data: dict) -> list[str]:
     if lost_met(data, "hang") is False:
         notes += [
             "Requests that HAProxy sent to the hung node before it was marked DOWN",
-            "wait for an answer that never comes. `on-marked-down shutdown-sessions`",
-            "cuts them at that moment, and the clients see the connection closed:",
-            "those are the lost requests of the hang case.",
+            "wait for an answer that never comes, until the client gives up: those",
+            "are the lost requests of the hang case.",
             "",
         ]
     return notes
