@@ -96,6 +96,19 @@ def lab_shell(tmp_path_factory):
         OPS_UPGRADE_TAG=UPGRADE_TAG,
         OPS_NEW_SMTP_PASSWORD=lab_values()["SMTP_PASSWORD"],
     )
+    # The runbook starts with a first deployment, so the lab starts without a
+    # stack: a stack left by an earlier test could hold a previous spec whose
+    # secrets no longer work (after a rotation), and stack.rollback would
+    # bring it back.
+    down = subprocess.run(
+        ["invoke", "lab.down", "--keep-docker"],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-2000:]
     up = subprocess.run(
         ["invoke", "lab.up"],
         cwd=REPO,
