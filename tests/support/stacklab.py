@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psycopg
 
+from authops.labenv import CA_KEY, CA_STORE_CERT
+from authops.labpki import load_or_create_authority
 from authops.localsvc import GWBRIDGE_GATEWAY, docker, free_port
 from authops.pgcluster import Cluster, create_cluster
 from authops.standin import LOOPBACK_IMAGE, TAG
@@ -61,7 +63,13 @@ class StackLab:
         return values
 
     def write_env(self, name: str, **changes: str | None) -> str:
-        """Write env/NAME.env for this stack and return NAME, for load_settings."""
+        """Write env/NAME.env for this stack and return NAME, for load_settings.
+
+        The lab's values deploy with stack/lab.override.yml, which gives the
+        services the lab CA as a Swarm config, so the CA must exist even when
+        the lab is down.
+        """
+        load_or_create_authority(CA_STORE_CERT, CA_KEY)
         write_env(self.env_dir, name, self.values(**changes))
         return name
 
