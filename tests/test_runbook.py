@@ -80,6 +80,19 @@ def test_commands_use_known_tasks():
         assert match.group(1) in known, f"unknown task in runbook: {command}"
 
 
+def run_lab_task(environment: dict[str, str], *args: str) -> None:
+    """Run `invoke ARGS` in the runbook's environment and assert that it succeeded."""
+    result = subprocess.run(
+        ["invoke", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def lab_shell(tmp_path_factory):
     """An environment that points every command at a copy of the lab's env file."""
@@ -100,24 +113,8 @@ def lab_shell(tmp_path_factory):
     # stack: a stack left by an earlier test could hold a previous spec whose
     # secrets no longer work (after a rotation), and stack.rollback would
     # bring it back.
-    down = subprocess.run(
-        ["invoke", "lab.down", "--keep-docker"],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-2000:]
-    up = subprocess.run(
-        ["invoke", "lab.up"],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+    run_lab_task(environment, "lab.down", "--keep-docker")
+    run_lab_task(environment, "lab.up")
     environment["PGPASSWORD"] = superuser_password()
     # The stand-in has one build; the upgrade target is the same image under the next tag.
     current = f"{LOOPBACK_IMAGE}:{lab_values()['AUTHENTIK_TAG']}"
@@ -126,15 +123,7 @@ def lab_shell(tmp_path_factory):
     )
     labnode.tag_image(current, f"{LOOPBACK_IMAGE}:{UPGRADE_TAG}")
     yield environment
-    down = subprocess.run(
-        ["invoke", "lab.down"],
-        cwd=REPO,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert down.returncode == 0, down.stdout + down.stderr
+    run_lab_task(environment, "lab.down")
 
 
 def test_every_command_runs_against_lab(lab_shell):
